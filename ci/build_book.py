@@ -1,0 +1,381 @@
+#!/usr/bin/env python
+"""Execute the book's chapters under a profile, then build the HTML from the executed notebooks.
+
+    python ci/build_book.py                      # every chapter, `ci` profile, then _build/html
+    python ci/build_book.py --profile paper      # full-size profile (GPU when present)
+    python ci/build_book.py --only 03_neural_rank_collapse \\
+        --set '03_neural_rank_collapse.seed=1'   # one chapter, one parameter changed
+
+For each chapter of ``_toc.yml`` (in order): read ``book/<stem>.md`` with jupytext, execute it
+with papermill (kernel ``python3``, working directory ``book/``) with the parameters of
+``ci/params/<profile>.yaml`` plus ``profile=<name>``, write the executed notebook to
+``_build/stage/book/<stem>.ipynb`` (the injected-parameters cell hidden, the visible parameters
+cell showing the values of the run) and record wall time, parameters, status and device in
+``_build/records.json``. Then build ``_build/stage`` with jupyter-book, execution off, warnings as
+errors, into ``_build/html``.
+
+``--only STEM`` executes STEM plus the two frame pages (``index``, which names the profile, and
+``reproducibility``, which reports on the run); every other chapter is taken as staged by an
+earlier run, with its record. If one of them was never executed, the HTML is not built and the
+runner says which chapters are missing.
+
+Exit status: 0 on success; 1 when a chapter raises or the HTML build fails (one line naming the
+chapter and the error; details in the partially executed notebook or the build log); 2 when
+the request is refused before anything runs (unknown profile, bad ``--set``, a chapter of the
+toc without its source or its profile section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import project  # noqa: E402  (ci/project.py)
+from project import ProjectError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FRAME_PAGES = ("index", "reproducibility")
+STAGE = Path("_build") / "stage"
+RECORDS = Path("_build") / "records.json"
+BUILD_LOG = Path("_build") / "jupyter-book.log"
+PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib", "seaborn",
+            "jupyter-book", "myst-nb", "sphinx", "papermill", "jupytext", "nrc_utils")
+# Files of book/ that are not copied to the stage: sources, and what a run leaves behind.
+NOT_STAGED = ("*.md", "*.ipynb", "__pycache__", ".ipynb_checkpoints", ".cache", "data")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message; we print one line
+        raise ProjectError(message)
+
+
+def parse_args(argv=None):
+    p = _OneLineParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p.add_argument("--profile", default="ci", help="profile name: ci/params/<NAME>.yaml (default: ci)")
+    p.add_argument("--only", action="append", default=[], metavar="STEM",
+                   help="execute only this chapter (repeatable), plus index and reproducibility")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEM.name=VALUE",
+                   help="override one parameter of the profile (VALUE is YAML; repeatable)")
+    p.add_argument("--root", default=str(REPO), help="project root (default: this repository)")
+    p.add_argument("--no-html", action="store_true", help="execute and stage, do not build the HTML")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------------------------
+def thread_count(profile_name: str) -> int:
+    cores = os.cpu_count() or 1
+    return min(cores, 2) if profile_name == "ci" else cores
+
+
+def kernel_environment(profile_name: str) -> dict[str, str]:
+    """Variables set for the kernels (they inherit the runner's environment)."""
+    n = str(thread_count(profile_name))
+    return {
+        "OMP_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+        "OPENBLAS_NUM_THREADS": n,
+        "NRC_PROGRESS": "0",  # nrc_utils: no tqdm bars on stderr
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # no debugger warning from the kernel
+    }
+
+
+def _run_text(cmd, cwd) -> str:
+    try:
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def hardware() -> dict:
+    cpu = platform.processor() or platform.machine()
+    ram_gb = None
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        m = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+        cpu = m.group(1).strip() if m else cpu
+        mem = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+        ram_gb = round(int(mem.group(1)) / 2**20, 1) if mem else None
+    except OSError:
+        pass
+    device = accelerator()
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": ram_gb,
+            "platform": platform.platform(), "device": device}
+
+
+def accelerator() -> str:
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return "cpu"
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit(root: Path) -> dict:
+    commit = _run_text(["git", "rev-parse", "HEAD"], root) or None
+    dirty = bool(_run_text(["git", "status", "--porcelain", "--untracked-files=no"], root)) if commit else None
+    return {"commit": commit, "dirty": dirty}
+
+
+def glued_text(nb, key: str):
+    """The text/plain of a myst-nb ``glue(key, ...)`` output of an executed notebook, or None."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            scrap = out.get("metadata", {}).get("scrapbook", {})
+            if scrap.get("name") == key:
+                text = out.get("data", {}).get("text/plain")
+                return text.strip("'\"") if isinstance(text, str) else None
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+def execute_chapter(chapter, root: Path, params: dict, out_path: Path):
+    """Execute one chapter with papermill; return the executed notebook (raises on error)."""
+    import jupytext
+    import papermill
+
+    nb = jupytext.read(chapter.source(root))
+    project.parameters_cell(nb, f"book/{chapter.stem}.md")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    return papermill.execute_notebook(
+        nb, str(out_path), parameters=params, kernel_name="python3", language="python",
+        cwd=str(chapter.source(root).parent), progress_bar=False, log_output=False,
+        request_save_on_cell_execute=True,
+        # The kernel process writes its own log (TCP warning, KeyboardInterrupt at shutdown)
+        # to the runner's stderr; errors in cells still reach us through papermill.
+        extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+    )
+
+
+def present_notebook(nb, params: dict, profile_name: str, source: str):
+    """Hide papermill's injected cell and show the run's values in the parameters cell."""
+    import nbformat
+
+    cell = project.parameters_cell(nb)
+    lines = [f"# Parameters of this run (profile {profile_name!r}); "
+             f"the defaults live in {source}"]
+    lines += [f"{name} = {value!r}" for name, value in params.items()]
+    cell.source = "\n".join(lines)
+    for c in nb.cells:
+        tags = c.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            c.metadata["tags"] = [*tags, "remove-cell"]
+    nb.metadata.pop("jupytext", None)  # a staged notebook is not paired with anything
+    return nb
+
+
+def failure_line(stem: str, exc: Exception, out_path: Path, root: Path) -> str:
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        what = f"{exc.ename}: {exc.evalue}"
+        first = next((ln.strip() for ln in (exc.source or "").splitlines() if ln.strip()), "")
+        where = f" in the cell starting {first[:50]!r}" if first else ""
+    else:
+        what = f"{type(exc).__name__}: {exc}"
+        where = ""
+    what = " ".join(what.split())
+    if len(what) > 400:
+        what = what[:400] + "..."
+    rel = os.path.relpath(out_path)
+    details = f" (details: {rel if not rel.startswith('..') else out_path})" if out_path.exists() else ""
+    return f"error: chapter {stem} failed{where}: {what}{details}"
+
+
+def write_records(root: Path, records: dict):
+    path = root / RECORDS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(records, indent=1, default=str))
+    tmp.replace(path)
+
+
+def stage_config(root: Path):
+    """``_build/stage/_config.yml``: the root config with execution off and the .ipynb as
+    the documents; ``_toc.yml``; everything in the book folders except sources."""
+    stage = root / STAGE
+    config = project.load_yaml(root / "_config.yml") or {}
+    config.setdefault("execute", {})["execute_notebooks"] = "off"
+    config["exclude_patterns"] = [p for p in config.get("exclude_patterns", []) if not p.endswith(".ipynb")]
+    header = "# Generated by ci/build_book.py from ../../_config.yml: execution off. Do not edit.\n"
+    import yaml
+
+    (stage / "_config.yml").write_text(header + yaml.safe_dump(config, sort_keys=False))
+    shutil.copy2(root / "_toc.yml", stage / "_toc.yml")
+
+
+def stage_assets(root: Path, chapters):
+    """Copy the non-source files of every folder holding a chapter (bib, images, _static)."""
+    stage = root / STAGE
+    for folder in sorted({Path(c.file).parent for c in chapters}):
+        src = root / folder
+        for item in src.iterdir():
+            if any(item.match(p) for p in NOT_STAGED):
+                continue
+            dest = stage / folder / item.name
+            if item.is_dir():
+                shutil.copytree(item, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*NOT_STAGED))
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(item, dest)
+    if (root / "_static").is_dir():
+        shutil.copytree(root / "_static", stage / "_static", dirs_exist_ok=True)
+
+
+def build_html(root: Path) -> int:
+    """jupyter-book build of the stage, warnings as errors; one line per warning on failure."""
+    jb = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root / STAGE),
+           "--path-output", str(root), "--all", "--warningiserror", "--nitpick", "--keep-going"]
+    print(f"html: jupyter-book build {STAGE} (execution off, warnings as errors) ...", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    (root / BUILD_LOG).write_text(log)
+    if proc.returncode != 0:
+        problems = [ln.strip() for ln in log.splitlines()
+                    if re.search(r"\b(WARNING|ERROR|CRITICAL|SEVERE)\b|Error:|Exception", ln)]
+        for ln in problems[:30]:
+            print(f"  {ln}", file=sys.stderr)
+        print(f"error: the HTML build failed ({len(problems)} warning/error line(s); "
+              f"full log: {BUILD_LOG})", file=sys.stderr)
+        return 1
+    print(f"html: {root / '_build' / 'html' / 'index.html'} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+def run(args) -> int:
+    root = Path(args.root).resolve()
+    profile_name = args.profile
+    profile = project.load_profile(root, profile_name)
+    profile = project.apply_overrides(profile, args.overrides, profile_name)
+    chapters = project.read_toc(root)
+    stems = [c.stem for c in chapters]
+    for c in chapters:
+        if not c.source(root).is_file():
+            raise ProjectError(f"chapter {c.stem} listed in _toc.yml has no {c.file}.md")
+        if c.stem not in profile:
+            raise ProjectError(f"chapter {c.stem} has no section in {project.PARAMS_DIR}/{profile_name}.yaml")
+    for stem in args.only:
+        if stem not in stems:
+            raise ProjectError(f"--only {stem}: not a chapter of _toc.yml; chapters: {', '.join(stems)}")
+    selected = [c for c in chapters if not args.only or c.stem in args.only or c.stem in FRAME_PAGES]
+    skipped = {project.parse_override(o)[0] for o in args.overrides} - {c.stem for c in selected}
+    if skipped:
+        raise ProjectError(f"--set for {', '.join(sorted(skipped))}, which --only does not execute")
+
+    os.environ.update(kernel_environment(profile_name))
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    logging.getLogger("traitlets").setLevel(logging.ERROR)
+    import nbformat
+
+    stage = root / STAGE
+    if not args.only and stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+
+    previous = {}
+    if args.only and (root / RECORDS).is_file():
+        previous = json.loads((root / RECORDS).read_text()).get("chapters", {})
+    records = {
+        "profile": profile_name,
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "git": git_commit(root),
+        "hardware": hardware(),
+        "threads": thread_count(profile_name),
+        "packages": package_versions(),
+        "command": " ".join(["python", "ci/build_book.py", *sys.argv[1:]]),
+        "chapters": {},
+    }
+    # Chapters not selected by --only keep their earlier record (when their notebook is staged).
+    for c in chapters:
+        if c not in selected and c.stem in previous and (stage / f"{c.file}.ipynb").is_file():
+            records["chapters"][c.stem] = previous[c.stem]
+    write_records(root, records)
+
+    n = len(selected)
+    for i, c in enumerate(selected, 1):
+        params = {"profile": profile_name, **profile[c.stem]}
+        out_path = stage / f"{c.file}.ipynb"
+        print(f"[{i}/{n}] {c.stem} ({profile_name}) ...", end=" ", flush=True)
+        entry = {"file": f"{c.file}.md", "profile": profile_name, "parameters": params,
+                 "overrides": [o for o in args.overrides if o.startswith(f"{c.stem}.")],
+                 "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+        t0 = time.perf_counter()
+        try:
+            nb = execute_chapter(c, root, params, out_path)
+        except ProjectError:
+            print("refused")
+            raise
+        except Exception as exc:  # noqa: BLE001  (a chapter may raise anything)
+            entry.update(status="failed", wall_s=round(time.perf_counter() - t0, 2),
+                         error=f"{getattr(exc, 'ename', type(exc).__name__)}")
+            records["chapters"][c.stem] = entry
+            write_records(root, records)
+            print("failed")
+            print(failure_line(c.stem, exc, out_path, root), file=sys.stderr)
+            return 1
+        wall = round(time.perf_counter() - t0, 2)
+        nb = present_notebook(nb, params, profile_name, f"{c.file}.md")
+        nbformat.write(nb, out_path)
+        entry.update(status="ok", wall_s=wall,
+                     device=glued_text(nb, "device") or records["hardware"]["device"])
+        records["chapters"][c.stem] = entry
+        # records in toc order, so that the reproducibility page lists chapters as the book does
+        records["chapters"] = {s: records["chapters"][s] for s in stems if s in records["chapters"]}
+        write_records(root, records)
+        print(f"ok ({wall:.1f} s)", flush=True)
+
+    stage_assets(root, chapters)
+    stage_config(root)
+    if args.no_html:
+        print(f"staged: {stage} (no HTML: --no-html)")
+        return 0
+    missing = [c.stem for c in chapters if not (stage / f"{c.file}.ipynb").is_file()]
+    if missing:
+        print(f"staged: {stage}; HTML not built: never executed: {', '.join(missing)} "
+              "(run without --only once)")
+        return 0
+    return build_html(root)
+
+
+def main(argv=None) -> int:
+    try:
+        return run(parse_args(argv))
+    except ProjectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The book pipeline: profiles and overrides, the chapter runner, the HTML check.
+
+The refusals run the real runner on this repository (they stop before executing anything);
+the executing tests run it on small projects in a temporary folder (``--root``).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+from bs4 import BeautifulSoup
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "ci"))
+import project  # noqa: E402  (ci/project.py)
+
+RUNNER = ROOT / "ci" / "build_book.py"
+CHECKER = ROOT / "ci" / "check_html.py"
+HEADER = """\
+---
+jupytext:
+  formats: md:myst,ipynb
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+"""
+
+
+def run(*args, cwd=ROOT, timeout=240):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def make_project(root: Path, chapters: dict[str, str], params: dict[str, dict], config=False):
+    """A book project under ``root``: toc (first chapter is the root), sources, ci profile."""
+    stems = list(chapters)
+    toc = {"format": "jb-book", "root": f"book/{stems[0]}"}
+    if len(stems) > 1:
+        toc["chapters"] = [{"file": f"book/{s}"} for s in stems[1:]]
+    (root / "book").mkdir(parents=True)
+    (root / "ci" / "params").mkdir(parents=True)
+    (root / "_toc.yml").write_text(json.dumps(toc))
+    (root / "ci" / "params" / "ci.yaml").write_text(json.dumps(params))
+    for stem, body in chapters.items():
+        (root / "book" / f"{stem}.md").write_text(HEADER + textwrap.dedent(body))
+    if config:
+        shutil.copy2(ROOT / "_config.yml", root / "_config.yml")
+        shutil.copy2(ROOT / "book" / "references.bib", root / "book" / "references.bib")
+
+
+# --------------------------------------------------------------------------------------------
+# Refusals: one line on stderr, exit status 2, nothing executed.
+def _one_line(rc, out, err):
+    assert rc == 2, (rc, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in out + err
+    return lines[0]
+
+
+def test_unknown_profile_is_refused_naming_the_choices():
+    line = _one_line(*run(RUNNER, "--profile", "foo"))
+    assert line == "error: unknown profile 'foo'; choose one of: ci, paper"
+
+
+def test_override_of_the_wrong_type_is_refused():
+    line = _one_line(*run(RUNNER, "--set", "reproducibility.records_path=3"))
+    assert "reproducibility.records_path" in line and "expected str" in line
+
+
+def test_override_of_an_unknown_parameter_is_refused():
+    line = _one_line(*run(RUNNER, "--set", "reproducibility.no_such_parameter=1"))
+    assert "no parameter 'no_such_parameter'" in line and "records_path" in line
+
+
+def test_override_of_an_unknown_chapter_is_refused():
+    line = _one_line(*run(RUNNER, "--set", "no_such_chapter.x=1"))
+    assert "no chapter 'no_such_chapter'" in line
+
+
+def test_malformed_override_is_refused():
+    line = _one_line(*run(RUNNER, "--set", "reproducibility.records_path"))
+    assert "STEM.name=VALUE" in line
+
+
+def test_missing_chapter_source_is_named(tmp_path):
+    make_project(tmp_path, {"index": "# Index\n"}, {"index": {}, "ghost": {}})
+    (tmp_path / "_toc.yml").write_text(json.dumps(
+        {"format": "jb-book", "root": "book/index", "chapters": [{"file": "book/ghost"}]}))
+    line = _one_line(*run(RUNNER, "--root", tmp_path))
+    assert line == "error: chapter ghost listed in _toc.yml has no book/ghost.md"
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides: types follow the profile.
+PROFILE = {"ch": {"lr": 0.5, "epochs": 10, "lambdas": [0.0, 1e-3], "name": "mlp", "flag": True,
+                  "data_root": None}}
+
+
+def test_overrides_follow_the_profile_types():
+    out = project.apply_overrides(
+        PROFILE, ["ch.lr=1", "ch.epochs=20", "ch.lambdas=[0, 1e-2, 0.1]", "ch.data_root=/data"], "ci")
+    ch = out["ch"]
+    assert ch["lr"] == 1.0 and isinstance(ch["lr"], float)  # int accepted where float expected
+    assert ch["epochs"] == 20 and isinstance(ch["epochs"], int)
+    assert ch["lambdas"] == [0.0, 0.01, 0.1] and all(isinstance(v, float) for v in ch["lambdas"])
+    assert ch["data_root"] == "/data"
+    assert PROFILE["ch"]["lr"] == 0.5  # the profile itself is untouched
+
+
+@pytest.mark.parametrize("override", [
+    "ch.epochs=2.5",          # float where int
+    "ch.flag=1",              # int where bool
+    "ch.epochs=true",         # bool where int
+    "ch.name=3",              # int where str
+    "ch.lr=fast",             # str where float
+    "ch.lambdas=0.1",         # float where list
+    "ch.lambdas=[0.1, high]",  # list with a str
+])
+def test_overrides_of_another_type_are_refused(override):
+    with pytest.raises(project.ProjectError) as err:
+        project.apply_overrides(PROFILE, [override], "ci")
+    assert "\n" not in str(err.value) and "expected" in str(err.value)
+
+
+def test_yaml_reads_exponent_floats_as_floats():
+    assert project.load_yaml("a: 1e-3\nb: [2E5, -1e+2, 1.5]\nc: 1\nd: '1e-3'") == {
+        "a": 0.001, "b": [200000.0, -100.0, 1.5], "c": 1, "d": "1e-3"}
+
+
+def test_parameters_cell_holds_literals_only():
+    assert project.parameter_defaults('profile = "ci"\nn = 3  # samples\nlams = [0.0, 1e-3]\n') == {
+        "profile": "ci", "n": 3, "lams": [0.0, 0.001]}
+    with pytest.raises(project.ProjectError):
+        project.parameter_defaults('profile = "ci"\nimport numpy\n')
+    with pytest.raises(project.ProjectError):
+        project.parameter_defaults('profile = "ci"\nn = len([1])\n')
+
+
+# --------------------------------------------------------------------------------------------
+# Execution on small projects.
+BOOM = """\
+# Boom
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+profile = "ci"
+```
+
+```{code-cell} ipython3
+def train():
+    raise ValueError("boom")
+
+train()
+```
+"""
+
+
+def test_failing_chapter_fails_the_run_naming_chapter_and_error(tmp_path):
+    make_project(tmp_path, {"index": "# Index\n\n```{code-cell} ipython3\n:tags: [parameters]\n\n"
+                                     "profile = \"ci\"\n```\n", "02_boom": BOOM},
+                 {"index": {}, "02_boom": {}})
+    rc, out, err = run(RUNNER, "--root", tmp_path)
+    assert rc == 1
+    assert "Traceback" not in out + err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "chapter 02_boom failed" in lines[0] and "ValueError: boom" in lines[0]
+    staged = tmp_path / "_build" / "stage" / "book" / "02_boom.ipynb"
+    assert staged.is_file() and str(staged.name) in lines[0]  # the partial notebook, for details
+    records = json.loads((tmp_path / "_build" / "records.json").read_text())
+    assert records["chapters"]["02_boom"]["status"] == "failed"
+    assert records["chapters"]["index"]["status"] == "ok"
+    assert not (tmp_path / "_build" / "html").exists()
+
+
+GOOD = """\
+# A good chapter
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+profile = "ci"
+n_points = 3
+```
+
+```{code-cell} ipython3
+import matplotlib.pyplot as plt
+from myst_nb import glue
+
+fig, ax = plt.subplots(figsize=(3, 2))
+ax.plot(range(n_points))
+plt.show()
+glue("n_points", n_points, display=False)
+```
+
+The line has {glue:text}`n_points` points; see {cite:p}`zangrando2024neural`, and math $\\lambda W_l$.
+
+```{bibliography}
+```
+"""
+
+
+def test_good_chapter_is_executed_staged_recorded_and_built(tmp_path):
+    make_project(tmp_path, {"01_good": GOOD}, {"01_good": {"n_points": 3}}, config=True)
+    rc, out, err = run(RUNNER, "--root", tmp_path, "--set", "01_good.n_points=5")
+    assert rc == 0, out + err
+    assert err.strip() == "", err  # no warning wall: the kernels' own logs are silenced
+
+    staged = nbformat.read(tmp_path / "_build" / "stage" / "book" / "01_good.ipynb", as_version=4)
+    injected = [c for c in staged.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
+    shown = project.parameter_defaults(project.parameters_cell(staged).source)
+    assert shown == {"profile": "ci", "n_points": 5}  # the visible cell shows this run's values
+
+    records = json.loads((tmp_path / "_build" / "records.json").read_text())
+    rec = records["chapters"]["01_good"]
+    assert rec["status"] == "ok" and rec["wall_s"] > 0 and rec["device"]
+    assert rec["parameters"] == {"profile": "ci", "n_points": 5}
+    assert records["profile"] == "ci" and records["threads"] >= 1
+    assert {"cpu", "cores", "ram_gb", "device"} <= set(records["hardware"])
+    assert {"python", "torch", "numpy", "papermill", "jupyter-book"} <= set(records["packages"])
+
+    stage_cfg = project.load_yaml(tmp_path / "_build" / "stage" / "_config.yml")
+    assert stage_cfg["execute"]["execute_notebooks"] == "off"
+    assert not any(p.endswith(".ipynb") for p in stage_cfg["exclude_patterns"])
+
+    page = tmp_path / "_build" / "html" / "book" / "01_good.html"
+    text = " ".join(BeautifulSoup(page.read_text(), "html.parser").get_text(" ").split())
+    assert "n_points = 5" in text and "has 5 points" in text
+    rc, out, err = run(CHECKER, "--root", tmp_path)
+    assert rc == 0, out + err
+
+
+def test_check_html_reports_missing_pages_and_figures(tmp_path):
+    make_project(tmp_path, {"index": "# Index\n", "01_a": "# A\n"}, {"index": {}, "01_a": {}})
+    html = tmp_path / "_build" / "html"
+    (html / "book").mkdir(parents=True)
+    (html / "index.html").write_text("<html><body></body></html>")
+    (html / "book" / "01_a.html").write_text(
+        '<html><head><script src="https://cdn.example.org/x.js"></script></head><main>'
+        '<div class="output stderr"><pre>UserWarning: x</pre></div>'
+        "<pre>Traceback (most recent call last):</pre></main></html>")
+    rc, out, err = run(CHECKER, "--root", tmp_path)
+    assert rc == 1
+    problems = out.strip().splitlines()
+    assert any("book/index.html: missing" in p for p in problems)
+    assert any("01_a.html: chapter page without a figure" in p for p in problems)
+    assert any("01_a.html: contains a Python traceback" in p for p in problems)
+    assert any("01_a.html: stderr output" in p for p in problems)
+    assert any("loads a script from the network: https://cdn.example.org/x.js" in p for p in problems)
+
+
+def test_reproducibility_page_runs_alone_without_records(tmp_path):
+    """A chapter stays usable on its own: papermill on the paired .ipynb, one parameter set."""
+    out_nb = tmp_path / "out.ipynb"
+    papermill = Path(sys.executable).parent / "papermill"
+    proc = subprocess.run(
+        [str(papermill), str(ROOT / "book" / "reproducibility.ipynb"), str(out_nb),
+         "-p", "records_path", str(tmp_path / "none.json"), "--cwd", str(ROOT / "book"),
+         "--no-progress-bar"],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    nb = nbformat.read(out_nb, as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "No run records were found" in text
