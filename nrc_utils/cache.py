@@ -238,9 +238,7 @@ def cached(
     is converted the same way.
     """
     if not enabled:
-        arrays, meta = _call(compute)
-        stored = {name: _to_numpy(name, value) for name, value in arrays.items()}
-        return stored, json.loads(_dumps(_canonical(meta, "meta")))
+        return _as_stored(*_call(compute))
     key = config_key(config)
     hit = load(key)
     if hit is not None:
@@ -250,11 +248,16 @@ def cached(
     save(key, arrays, meta, config=config)
     hit = load(key)
     if hit is None:
-        raise RuntimeError(
-            f"cache entry {key} could not be read back from {cache_dir()}; check that the folder is "
-            "writable, or pass enabled=False"
-        )
+        # only a concurrent save of the same key can get here; the values are the same
+        log.info("cache entry %s changed while it was read back; returning the computed values", key)
+        return _as_stored(arrays, meta)
     return hit
+
+
+def _as_stored(arrays: Mapping, meta: Mapping) -> tuple[dict[str, np.ndarray], dict]:
+    """``(arrays, meta)`` converted exactly as :func:`save` then :func:`load` would."""
+    stored = {name: _to_numpy(name, value) for name, value in arrays.items()}
+    return stored, json.loads(_dumps(_canonical(meta, "meta")))
 
 
 def _call(compute: Callable[[], tuple[Mapping, Mapping]]) -> tuple[Mapping, Mapping]:
