@@ -1,0 +1,234 @@
+"""Back-propagated signals, gradient ranks, the cluster split and the certificate.
+
+Notation (SPEC): ``z_l = W_l h_{l-1}`` (+ ``b_l``), ``delta_{l,i} = d loss_i / d z_l``.
+The gradient of ``L_0 = (1/N) sum_i loss_i`` with respect to ``W_l`` is
+
+    grad_{W_l} L_0 = (1/N) sum_i delta_{l,i} h_{l-1,i}^T = (1/N) D_l^T H_{l-1},
+
+with ``D_l`` the ``N x d_l`` matrix of signals and ``H_{l-1}`` the ``N x d_{l-1}``
+matrix of layer inputs. At a stationary point of ``L_lambda`` this is the
+eigenvalue equation ``lambda W_l = -grad_{W_l} L_0`` (Zangrando et al. 2024,
+arXiv:2402.03991, Sec. 3). For any weights, ``R_l = grad_{W_l} L_0 + lambda W_l``
+is the stationarity residual, and every identity below holds with ``R_l`` added.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .losses import sample_losses
+from .spectral import singular_values, tail_distance
+
+
+@dataclass
+class LayerSignals:
+    """Layer ``l`` (1-based): inputs ``H`` (``N x d_{l-1}``) and signals ``D`` (``N x d_l``), float64."""
+
+    layer: int
+    H: torch.Tensor
+    D: torch.Tensor
+
+    def gradient(self) -> torch.Tensor:
+        """``grad_{W_l} L_0 = (1/N) D^T H``."""
+        return self.D.T @ self.H / self.H.shape[0]
+
+
+def linear_layers(model: nn.Module) -> list[nn.Linear]:
+    """The ``nn.Linear`` modules of ``model`` in forward order (signals are defined for these)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        raise ValueError("per-sample signals are implemented for fully connected networks only; use an MLP")
+    return layers
+
+
+def layer_signals(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss: str) -> list[LayerSignals]:
+    """``h_{l-1,i}`` and ``delta_{l,i} = d loss_i / d z_l`` for every layer and sample.
+
+    Forward hooks on each ``nn.Linear`` record its input ``h_{l-1}`` and output
+    ``z_l``; one backward pass of ``sum_i loss_i`` gives ``d loss_i / d z_{l,i}``
+    because ``loss_i`` depends on sample ``i`` only.
+    """
+    layers = linear_layers(model)
+    inputs: list[torch.Tensor] = []
+    outputs: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        inputs.append(args[0].detach())
+        outputs.append(out)
+
+    handles = [layer.register_forward_hook(hook) for layer in layers]
+    try:
+        with torch.enable_grad():
+            out = model(X)
+            deltas = torch.autograd.grad(sample_losses(out, y, loss).sum(), outputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return [LayerSignals(l + 1, h.double(), d.detach().double()) for l, (h, d) in enumerate(zip(inputs, deltas))]
+
+
+def weight_gradients(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss: str) -> list[torch.Tensor]:
+    """``grad_{W_l} L_0`` (float64) by autograd, for every linear layer, biases left out."""
+    layers = linear_layers(model)
+    with torch.enable_grad():
+        L0 = sample_losses(model(X), y, loss).mean()
+        grads = torch.autograd.grad(L0, [m.weight for m in layers])
+    return [g.double() for g in grads]
+
+
+def stationarity_residuals(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, loss: str,
+                           decay_bias: bool = True) -> list[float]:
+    """Relative residual of the eigenvalue equation per layer.
+
+    ``r_l = ||grad L_0 + lambda Theta_l||_F / ||lambda Theta_l||_F`` with
+    ``Theta_l = [W_l, b_l]`` when the layer has a bias. An undecayed bias
+    contributes ``grad_{b_l} L_0`` (which must vanish at a stationary point) to
+    the numerator and nothing to the denominator. ``r_l = 0`` exactly at a
+    stationary point of ``L_lambda``.
+    """
+    if lam <= 0:
+        raise ValueError(f"the relative stationarity residual needs lambda > 0, got {lam}")
+    layers = linear_layers(model)
+    params: list[torch.Tensor] = []
+    for m in layers:
+        params.append(m.weight)
+        if m.bias is not None:
+            params.append(m.bias)
+    with torch.enable_grad():
+        L0 = sample_losses(model(X), y, loss).mean()
+        grads = dict(zip(map(id, params), torch.autograd.grad(L0, params)))
+    out = []
+    for m in layers:
+        num = (grads[id(m.weight)].double() + lam * m.weight.double()).pow(2).sum()
+        den = (lam * m.weight.double()).pow(2).sum()
+        if m.bias is not None:
+            b_decay = lam if decay_bias else 0.0
+            num = num + (grads[id(m.bias)].double() + b_decay * m.bias.double()).pow(2).sum()
+            den = den + (b_decay * m.bias.double()).pow(2).sum()
+        out.append(math.sqrt(num.item() / den.item()) if den.item() > 0 else math.inf)
+    return out
+
+
+def minibatch_gradient(sig: LayerSignals, batch: torch.Tensor) -> torch.Tensor:
+    """``G_B = sum_{i in B} delta_{l,i} h_{l-1,i}^T`` (Proposition 3.1: rank at most ``|B|``)."""
+    return sig.D[batch].T @ sig.H[batch]
+
+
+def numerical_rank_of(M: torch.Tensor, rtol: float = 1e-10) -> int:
+    """Exact-arithmetic rank proxy for gradient matrices: ``#{sigma_j > rtol * sigma_1}`` in float64."""
+    s = singular_values(M)
+    return int((s > rtol * s[0]).sum()) if s.size and s[0] > 0 else 0
+
+
+def class_means(H: torch.Tensor, labels: torch.Tensor, K: int) -> torch.Tensor:
+    """``mu_c = mean of h_i over cluster c``, shape ``K x d`` (float64); empty clusters give zero rows."""
+    labels = labels.to(H.device)
+    sums = torch.zeros(K, H.shape[1], dtype=torch.float64, device=H.device).index_add_(0, labels, H.double())
+    counts = torch.bincount(labels, minlength=K).clamp(min=1).to(sums)
+    return sums / counts[:, None]
+
+
+@dataclass
+class ClusterSplit:
+    """``lambda W_l = A_l + B_l + R_l`` (SPEC result 3).
+
+    ``A = -(1/N) sum_c (sum_{i in c} delta_i) mu_c^T`` has rank at most ``K``
+    (at most ``K-1`` when ``sum_i delta_i = 0``, e.g. at a stationary point with
+    undecayed biases); ``B = -(1/N) sum_i delta_i e_i^T`` with residuals
+    ``e_i = h_i - mu_{y_i}`` vanishes with the within-cluster variability;
+    ``R = grad L_0 + lambda W`` is zero at a stationary point.
+    """
+
+    class_part: torch.Tensor
+    variability_part: torch.Tensor
+    delta_sums: torch.Tensor  # K x d_l: sum_{i in c} delta_i
+
+
+def cluster_split(sig: LayerSignals, labels: torch.Tensor, K: int) -> ClusterSplit:
+    """Split ``-grad_{W_l} L_0 = -(1/N) D^T H`` into its cluster part and its variability part."""
+    N = sig.H.shape[0]
+    labels = labels.to(sig.H.device)
+    mu = class_means(sig.H, labels, K)
+    E = sig.H - mu[labels]
+    S = torch.zeros(K, sig.D.shape[1], dtype=torch.float64, device=sig.D.device).index_add_(0, labels, sig.D)
+    return ClusterSplit(class_part=-(S.T @ mu) / N, variability_part=-(sig.D.T @ E) / N, delta_sums=S)
+
+
+def rank_bound(rhs: float, eps: float, K: int) -> int:
+    """Numerical-rank corollary: ``#{j : sigma_j > eps} <= K + floor(rhs^2 / eps^2)``."""
+    return K + math.floor(rhs**2 / eps**2) if math.isfinite(rhs) else 10**18
+
+
+def certificate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, loss: str,
+                labels: torch.Tensor | None = None, K: int | None = None) -> list[dict[str, float]]:
+    """The neural-rank-collapse certificate (our form of the paper's Theorem 3.1), for any weights.
+
+    For every layer, with ``e_i = h_{l-1,i} - mu_{c(i)}`` for a partition into ``K``
+    clusters (the class labels ``y`` by default), ``R_l = grad_{W_l} L_0 + lambda W_l``
+    and Eckart-Young:
+
+        dist_F(W_l, M_K) = (sum_{j>K} sigma_j(W_l)^2)^(1/2)
+          <= ||sum_i delta_i e_i^T||_F / (lambda N) + ||R_l||_F / lambda        (bound_exact)
+          <= max_i ||delta_i|| TCV_1 / (lambda N)   + ||R_l||_F / lambda        (bound_tcv1)
+          and ||D_l||_F sqrt(TCV_2) / (lambda N)    + ||R_l||_F / lambda        (bound_tcv2)
+
+    with ``TCV_1 = sum_i ||e_i||`` and ``TCV_2 = sum_i ||e_i||^2``. Proof: ``lambda W_l =
+    A_l + B_l + R_l`` (:func:`cluster_split`) with ``rank A_l <= K``, so
+    ``dist_F(W_l, M_K) <= ||W_l - A_l/lambda||_F = ||B_l + R_l||_F / lambda``; then the
+    triangle and Cauchy-Schwarz inequalities. At a stationary point ``R_l = 0``.
+    """
+    if lam <= 0:
+        raise ValueError(f"the certificate divides by lambda; it needs lambda > 0, got {lam}")
+    labels = y if labels is None else labels
+    K = int(labels.max().item()) + 1 if K is None else K
+    sigs = layer_signals(model, X, y, loss)
+    grads = weight_gradients(model, X, y, loss)
+    rows = []
+    for sig, g, W in zip(sigs, grads, [m.weight.detach().double() for m in linear_layers(model)]):
+        N = sig.H.shape[0]
+        split = cluster_split(sig, labels, K)
+        e_norms = (sig.H - class_means(sig.H, labels, K)[labels.to(sig.H.device)]).norm(dim=1)
+        d_norms = sig.D.norm(dim=1)
+        res = (g + lam * W).norm().item() / lam
+        tcv1, tcv2 = e_norms.sum().item(), e_norms.pow(2).sum().item()
+        rows.append({
+            "layer": sig.layer,
+            "tail": tail_distance(W, K),
+            "bound_exact": split.variability_part.norm().item() / lam + res,
+            "bound_tcv1": d_norms.max().item() * tcv1 / (lam * N) + res,
+            "bound_tcv2": d_norms.norm().item() * math.sqrt(tcv2) / (lam * N) + res,
+            "residual_term": res,
+            "relative_residual": (g + lam * W).norm().item() / (lam * W.norm().item()),
+            "tcv1": tcv1,
+            "tcv2": tcv2,
+            "K": K,
+            "lambda": lam,
+            "N": N,
+        })
+    return rows
+
+
+def gradient_alignment(grads: list[torch.Tensor]) -> dict[str, np.ndarray | float]:
+    """Alignment of a sequence of gradient matrices ``G_1 .. G_T`` (SPEC result 8).
+
+    Returns the cosine similarity of successive gradients
+    ``<G_t, G_{t+1}>_F / (||G_t|| ||G_{t+1}||)`` and the effective rank
+    (Roy-Vetterli) of the stacked gradients ``[vec G_1, ..., vec G_T]`` and of
+    their running sum; low values mean the gradients share a few directions.
+    """
+    from .spectral import effective_rank
+
+    flat = torch.stack([g.double().reshape(-1) for g in grads])
+    unit = flat / flat.norm(dim=1, keepdim=True).clamp(min=1e-300)
+    cos = (unit[:-1] * unit[1:]).sum(1).cpu().numpy()
+    shape = grads[0].shape
+    return {
+        "cosine_successive": cos,
+        "effective_rank_stacked": effective_rank(flat),
+        "effective_rank_sum": effective_rank(flat.sum(0).reshape(shape)),
+    }

@@ -1,0 +1,294 @@
+"""Training to stationarity of the weight-decayed loss.
+
+``L_lambda(Theta) = L_0(Theta) + (lambda/2) sum_l ||W_l||_F^2`` (biases included in
+the penalty when ``decay_bias``). Stage 1 is full-batch gradient descent or
+mini-batch SGD, using ``torch.optim.SGD(weight_decay=lambda)``, whose update
+``W <- W - lr (grad L_0 + lambda W)`` is exactly the gradient step on ``L_lambda``
+(a test checks it). Stage 2, on request, polishes with L-BFGS in float64 on the
+full batch until the relative stationarity residual of every layer,
+``||grad_{W_l} L_0 + lambda W_l||_F / ||lambda W_l||_F``, is below ``polish_tol``.
+
+Measured on a 2-core CPU (SPEC): a digits MLP 64-64-64-10 with tanh, no biases,
+lambda = 5e-3 reaches a residual of about 4e-6 in under 30 s of L-BFGS, while
+the same net with ReLU stalls near 1e-1 because its loss is not smooth. Use
+smooth activations where exact stationarity matters and report the residual of
+every network (``TrainResult.residuals``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from . import cache as _cache
+from .device import pick_device, progress
+from .gradients import linear_layers, stationarity_residuals
+from .losses import accuracy, check_loss, sample_losses
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """Every choice of a training run (all of it enters the cache key).
+
+    ``batch_size=None`` is full-batch gradient descent. ``steps`` counts
+    optimiser steps of stage 1. ``polish_tol=None`` skips the L-BFGS stage.
+    """
+
+    lam: float = 1e-3
+    loss: str = "mse"
+    lr: float = 0.1
+    steps: int = 1000
+    batch_size: int | None = None
+    momentum: float = 0.0
+    decay_bias: bool = True
+    seed: int = 0
+    dtype: str = "float32"
+    record_every: int = 50
+    polish_tol: float | None = None
+    polish_max_iter: int = 5000
+    polish_max_seconds: float = 60.0
+    polish_chunk: int = 50
+
+    def validate(self) -> "TrainConfig":
+        """Refuse bad input with one line saying what to do."""
+        if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam)) or self.lam < 0:
+            raise ValueError(f"weight decay lambda must be a finite number >= 0, got {self.lam}; use lam=0 for no weight decay")
+        check_loss(self.loss)
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer or None (full batch), got {self.batch_size}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.polish_tol is not None and self.lam == 0:
+            raise ValueError("L-BFGS polishing targets the residual of lambda W = -grad L_0, which needs lam > 0")
+        return self
+
+
+@dataclass
+class TrainResult:
+    """A trained model with its record.
+
+    ``history`` holds lists keyed ``step, phase, loss, loss0, acc, residual,
+    seconds`` (``loss`` is ``L_lambda``, ``residual`` the largest per-layer
+    relative residual); ``residuals`` are the final per-layer residuals.
+    """
+
+    model: nn.Module
+    config: TrainConfig
+    history: dict[str, list] = field(default_factory=dict)
+    residuals: list[float] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+    from_cache: bool = False
+
+    @property
+    def max_residual(self) -> float:
+        return max(self.residuals) if self.residuals else math.nan
+
+
+def batch_indices(N: int, batch_size: int | None, steps: int, seed: int) -> Iterator[torch.Tensor | None]:
+    """Mini-batches for ``steps`` steps: reshuffled each epoch by a generator seeded with ``seed``.
+
+    Yields ``None`` for full-batch steps. An ensemble member with the same seed
+    sees exactly the same batches.
+    """
+    if batch_size is None or batch_size >= N:
+        for _ in range(steps):
+            yield None
+        return
+    g = torch.Generator().manual_seed(int(seed) + 1)
+    per_epoch = N // batch_size
+    t = 0
+    while t < steps:
+        perm = torch.randperm(N, generator=g)
+        for b in range(per_epoch):
+            if t >= steps:
+                return
+            yield perm[b * batch_size:(b + 1) * batch_size]
+            t += 1
+
+
+def penalty(model: nn.Module, decay_bias: bool = True) -> torch.Tensor:
+    """``(1/2) sum_l ||W_l||_F^2`` (plus ``||b_l||^2`` when ``decay_bias``)."""
+    total = 0.0
+    for m in linear_layers(model):
+        total = total + m.weight.pow(2).sum()
+        if decay_bias and m.bias is not None:
+            total = total + m.bias.pow(2).sum()
+    return 0.5 * total
+
+
+def regularised_loss(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, loss: str,
+                     decay_bias: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L_lambda, outputs)`` with ``L_lambda = L_0 + lambda * penalty``."""
+    out = model(X)
+    return sample_losses(out, y, loss).mean() + lam * penalty(model, decay_bias), out
+
+
+def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
+    """Full-batch ``L_lambda``, ``L_0``, accuracy and the largest relative residual."""
+    with torch.no_grad():
+        out = model(X)
+        L0 = sample_losses(out, y, cfg.loss).mean().item()
+        L = L0 + cfg.lam * penalty(model, cfg.decay_bias).item()
+    res = max(stationarity_residuals(model, X, y, cfg.lam, cfg.loss, cfg.decay_bias)) if cfg.lam > 0 else math.nan
+    return {"loss": L, "loss0": L0, "acc": accuracy(out, y), "residual": res}
+
+
+def _check_finite(value: float, step: int, phase: str, cfg: TrainConfig) -> None:
+    if not math.isfinite(value):
+        raise DivergenceError(
+            f"training diverged: the loss is {value} at {phase} step {step} (lr={cfg.lr}, lambda={cfg.lam}); "
+            "lower the learning rate")
+
+
+def _record(history: dict[str, list], step: int, phase: str, metrics: dict[str, float], t0: float) -> None:
+    for k, v in {"step": step, "phase": phase, **metrics, "seconds": time.perf_counter() - t0}.items():
+        history.setdefault(k, []).append(v)
+
+
+def _sgd_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    weights, biases = [], []
+    for m in linear_layers(model):
+        weights.append(m.weight)
+        if m.bias is not None:
+            biases.append(m.bias)
+    groups = [{"params": weights, "weight_decay": cfg.lam}]
+    if biases:
+        groups.append({"params": biases, "weight_decay": cfg.lam if cfg.decay_bias else 0.0})
+    return groups
+
+
+def run_sgd(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, history: dict[str, list],
+            callback: Callable[[int, nn.Module], None] | None = None) -> None:
+    """Stage 1: ``cfg.steps`` of (mini-batch) SGD on ``L_lambda`` via ``SGD(weight_decay=lambda)``."""
+    opt = torch.optim.SGD(_sgd_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum)
+    t0 = time.perf_counter()
+    batches = batch_indices(X.shape[0], cfg.batch_size, cfg.steps, cfg.seed)
+    for step, idx in enumerate(progress(batches, total=cfg.steps, desc=f"SGD lambda={cfg.lam:g}")):
+        if step % cfg.record_every == 0:
+            metrics = evaluate(model, X, y, cfg)
+            _check_finite(metrics["loss"], step, "SGD", cfg)
+            _record(history, step, "sgd", metrics, t0)
+        xb, yb = (X, y) if idx is None else (X[idx], y[idx])
+        opt.zero_grad(set_to_none=True)
+        L0 = sample_losses(model(xb), yb, cfg.loss).mean()
+        L0.backward()
+        _check_finite(L0.item(), step, "SGD", cfg)
+        opt.step()
+        if callback is not None:
+            callback(step, model)
+    metrics = evaluate(model, X, y, cfg)
+    _check_finite(metrics["loss"], cfg.steps, "SGD", cfg)
+    _record(history, cfg.steps, "sgd", metrics, t0)
+
+
+def polish(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, history: dict[str, list]) -> None:
+    """Stage 2: full-batch L-BFGS on ``L_lambda`` in float64 until every layer's residual is below ``polish_tol``.
+
+    Runs in chunks of ``polish_chunk`` L-BFGS iterations, checking the residual
+    after each, and stops at the target, at ``polish_max_iter`` iterations, after
+    ``polish_max_seconds``, or when a chunk no longer lowers the loss (a
+    non-smooth loss, e.g. ReLU, stalls there: its residual is reported as is).
+    """
+    model.double()
+    X = X.double()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=cfg.polish_chunk, history_size=100,
+                            tolerance_grad=1e-300, tolerance_change=1e-300, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        L, _ = regularised_loss(model, X, y, cfg.lam, cfg.loss, cfg.decay_bias)
+        L.backward()
+        return L
+
+    t0 = time.perf_counter()
+    start = history["step"][-1] if history.get("step") else 0
+    previous = math.inf
+    chunks = max(1, cfg.polish_max_iter // cfg.polish_chunk)
+    for c in progress(range(chunks), total=chunks, desc=f"L-BFGS lambda={cfg.lam:g}"):
+        opt.step(closure)
+        metrics = evaluate(model, X, y, cfg)
+        _check_finite(metrics["loss"], (c + 1) * cfg.polish_chunk, "L-BFGS", cfg)
+        _record(history, start + (c + 1) * cfg.polish_chunk, "lbfgs", metrics, t0)
+        if metrics["residual"] < cfg.polish_tol or time.perf_counter() - t0 > cfg.polish_max_seconds:
+            break
+        if metrics["loss"] >= previous:
+            break
+        previous = metrics["loss"]
+
+
+def fingerprint(X: torch.Tensor, y: torch.Tensor) -> str:
+    """sha256 of the data's bytes, so cached results are tied to the exact data."""
+    h = hashlib.sha256()
+    h.update(str((tuple(X.shape), str(X.dtype))).encode())
+    h.update(X.detach().cpu().contiguous().numpy().tobytes())
+    h.update(y.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: str = "auto",
+          callback: Callable[[int, nn.Module], None] | None = None, use_cache: bool = True) -> TrainResult:
+    """Train ``model`` on ``(X, y)`` (integer labels) with ``cfg``; polish to stationarity if asked.
+
+    The result is cached under a hash of ``model.config``, ``cfg`` and the data
+    (:mod:`nrc_utils.cache`) unless a ``callback`` is given or ``use_cache`` is
+    false; a cache hit restores the exact trained weights and record. The model
+    is returned on the CPU.
+    """
+    cfg.validate()
+    dev = pick_device(device)
+    key_config = None
+    if use_cache and callback is None and hasattr(model, "config"):
+        key_config = {"what": "train", "model": model.config, "train": asdict(cfg), "data": fingerprint(X, y)}
+        hit = _cache.load(_cache.config_key(key_config))
+        if hit is not None:
+            arrays, meta = hit
+            if cfg.dtype == "float64" or cfg.polish_tol is not None:
+                model.double()
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+            return TrainResult(model, cfg, meta["history"], meta["residuals"], meta["final"], from_cache=True)
+
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    model.to(device=dev, dtype=dtype)
+    Xd, yd = X.to(dev, dtype), y.to(dev)
+    history: dict[str, list] = {}
+    run_sgd(model, Xd, yd, cfg, history, callback)
+    if cfg.polish_tol is not None:
+        polish(model, Xd, yd, cfg, history)
+    final = evaluate(model, Xd.to(next(model.parameters()).dtype), yd, cfg)
+    residuals = (stationarity_residuals(model, Xd.to(next(model.parameters()).dtype), yd, cfg.lam, cfg.loss,
+                                        cfg.decay_bias) if cfg.lam > 0 else [])
+    model.cpu()
+    if key_config is not None:
+        arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        _cache.save(_cache.config_key(key_config), arrays,
+                    {"history": history, "residuals": residuals, "final": final})
+    return TrainResult(model, cfg, history, residuals, final)
+
+
+def history_frame(result: TrainResult) -> "object":
+    """The record as a pandas DataFrame (pandas is a book dependency, imported lazily)."""
+    import pandas as pd
+
+    return pd.DataFrame(result.history)
+
+
+__all__ = [
+    "DivergenceError", "TrainConfig", "TrainResult", "batch_indices", "evaluate", "fingerprint", "history_frame",
+    "penalty", "polish", "regularised_loss", "run_sgd", "train",
+]
+
