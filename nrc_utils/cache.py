@@ -166,10 +166,15 @@ def save(
     _write_atomic(folder / f"{key}.json", _dumps(record).encode("ascii"))
 
 
-def _discard(key: str, reason: str) -> None:
-    log.info("cache entry %s is unusable (%s); it will be recomputed", key, reason)
+def discard(key: str) -> None:
+    """Remove the entry stored under ``key``; nothing happens when there is none."""
     for suffix in (".json", ".npz"):
         (cache_dir() / f"{key}{suffix}").unlink(missing_ok=True)
+
+
+def _discard(key: str, reason: str) -> None:
+    log.info("cache entry %s is unusable (%s); it will be recomputed", key, reason)
+    discard(key)
 
 
 def load(key: str) -> tuple[dict[str, np.ndarray], dict] | None:

@@ -172,12 +172,27 @@ def _sgd_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 
 
 def run_sgd(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, history: dict[str, list],
-            callback: Callable[[int, nn.Module], None] | None = None) -> None:
-    """Stage 1: ``cfg.steps`` of (mini-batch) SGD on ``L_lambda`` via ``SGD(weight_decay=lambda)``."""
+            callback: Callable[[int, nn.Module], None] | None = None, start_step: int = 0,
+            momentum_buffers: list[torch.Tensor | None] | None = None,
+            checkpoint: Callable[[int, list[torch.Tensor | None]], None] | None = None) -> None:
+    """Stage 1: ``cfg.steps`` of (mini-batch) SGD on ``L_lambda`` via ``SGD(weight_decay=lambda)``.
+
+    To resume an interrupted run, pass the ``start_step`` and ``momentum_buffers`` of a
+    checkpoint (the weights already loaded in ``model``): the batch sequence is
+    replayed from the same seed, so the resumed run equals an uninterrupted one.
+    ``checkpoint(step, buffers)`` is called after every step with the steps done.
+    """
     opt = torch.optim.SGD(_sgd_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    if momentum_buffers is not None:
+        for p, buf in zip(params, momentum_buffers):
+            if buf is not None:
+                opt.state[p]["momentum_buffer"] = buf.to(p)
     t0 = time.perf_counter()
     batches = batch_indices(X.shape[0], cfg.batch_size, cfg.steps, cfg.seed)
     for step, idx in enumerate(progress(batches, total=cfg.steps, desc=f"SGD lambda={cfg.lam:g}")):
+        if step < start_step:
+            continue  # replay the batch order up to the checkpoint
         if step % cfg.record_every == 0:
             metrics = evaluate(model, X, y, cfg)
             _check_finite(metrics["loss"], step, "SGD", cfg)
@@ -190,6 +205,8 @@ def run_sgd(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig
         opt.step()
         if callback is not None:
             callback(step, model)
+        if checkpoint is not None:
+            checkpoint(step + 1, [opt.state[p].get("momentum_buffer") for p in params])
     metrics = evaluate(model, X, y, cfg)
     _check_finite(metrics["loss"], cfg.steps, "SGD", cfg)
     _record(history, cfg.steps, "sgd", metrics, t0)
@@ -240,43 +257,87 @@ def fingerprint(X: torch.Tensor, y: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def cache_key_config(model_config: dict, cfg: TrainConfig, X: torch.Tensor, y: torch.Tensor) -> dict:
+    """What a trained result is cached under: the model's constructor arguments, ``cfg`` and the data's hash."""
+    return {"what": "train", "model": model_config, "train": asdict(cfg), "data": fingerprint(X, y)}
+
+
+class _Checkpointer:
+    """Saves the SGD state under ``<key>.partial`` at most every ``every_seconds`` (and nothing for short runs)."""
+
+    def __init__(self, key: str, model: nn.Module, history: dict[str, list], every_seconds: float) -> None:
+        self.key, self.model, self.history, self.every = key + ".partial", model, history, every_seconds
+        self.last = time.perf_counter()
+
+    def __call__(self, step: int, buffers: list[torch.Tensor | None]) -> None:
+        if time.perf_counter() - self.last < self.every:
+            return
+        arrays = {f"model.{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        arrays.update({f"momentum.{i}": b.detach().cpu().numpy() for i, b in enumerate(buffers) if b is not None})
+        _cache.save(self.key, arrays, {"step": step, "history": self.history, "n_buffers": len(buffers)})
+        self.last = time.perf_counter()
+
+    def resume(self, dev: torch.device, dtype: torch.dtype) -> tuple[int, list[torch.Tensor | None] | None]:
+        """Load the latest checkpoint into the model and history; return ``(start_step, momentum_buffers)``."""
+        hit = _cache.load(self.key)
+        if hit is None:
+            return 0, None
+        arrays, meta = hit
+        self.model.load_state_dict({k[len("model."):]: torch.from_numpy(v) for k, v in arrays.items()
+                                    if k.startswith("model.")})
+        self.model.to(device=dev, dtype=dtype)
+        self.history.update(meta["history"])
+        buffers = [torch.from_numpy(arrays[f"momentum.{i}"]) if f"momentum.{i}" in arrays else None
+                   for i in range(meta["n_buffers"])]
+        return int(meta["step"]), buffers
+
+    def discard(self) -> None:
+        _cache.discard(self.key)
+
+
 def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: str = "auto",
-          callback: Callable[[int, nn.Module], None] | None = None, use_cache: bool = True) -> TrainResult:
+          callback: Callable[[int, nn.Module], None] | None = None, use_cache: bool = True,
+          checkpoint_seconds: float = 60.0) -> TrainResult:
     """Train ``model`` on ``(X, y)`` (integer labels) with ``cfg``; polish to stationarity if asked.
 
-    The result is cached under a hash of ``model.config``, ``cfg`` and the data
-    (:mod:`nrc_utils.cache`) unless a ``callback`` is given or ``use_cache`` is
-    false; a cache hit restores the exact trained weights and record. The model
-    is returned on the CPU.
+    The result is cached under :func:`cache_key_config` (:mod:`nrc_utils.cache`)
+    unless a ``callback`` is given or ``use_cache`` is false; a cache hit restores
+    the exact trained weights and record. While caching, the SGD stage saves a
+    checkpoint every ``checkpoint_seconds``, and an interrupted run resumes from
+    it with the same result as an uninterrupted one (the L-BFGS stage, being
+    short, restarts from the end of SGD). The model is returned on the CPU.
     """
     cfg.validate()
     dev = pick_device(device)
-    key_config = None
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    history: dict[str, list] = {}
+    key = checkpointer = None
     if use_cache and callback is None and hasattr(model, "config"):
-        key_config = {"what": "train", "model": model.config, "train": asdict(cfg), "data": fingerprint(X, y)}
-        hit = _cache.load(_cache.config_key(key_config))
+        key_config = cache_key_config(model.config, cfg, X, y)
+        key = _cache.config_key(key_config)
+        hit = _cache.load(key)
         if hit is not None:
             arrays, meta = hit
             if cfg.dtype == "float64" or cfg.polish_tol is not None:
                 model.double()
             model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
             return TrainResult(model, cfg, meta["history"], meta["residuals"], meta["final"], from_cache=True)
+        checkpointer = _Checkpointer(key, model, history, checkpoint_seconds)
 
-    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     model.to(device=dev, dtype=dtype)
     Xd, yd = X.to(dev, dtype), y.to(dev)
-    history: dict[str, list] = {}
-    run_sgd(model, Xd, yd, cfg, history, callback)
+    start, buffers = checkpointer.resume(dev, dtype) if checkpointer else (0, None)
+    run_sgd(model, Xd, yd, cfg, history, callback, start, buffers, checkpointer)
     if cfg.polish_tol is not None:
         polish(model, Xd, yd, cfg, history)
-    final = evaluate(model, Xd.to(next(model.parameters()).dtype), yd, cfg)
-    residuals = (stationarity_residuals(model, Xd.to(next(model.parameters()).dtype), yd, cfg.lam, cfg.loss,
-                                        cfg.decay_bias) if cfg.lam > 0 else [])
+    Xd = Xd.to(next(model.parameters()).dtype)
+    final = evaluate(model, Xd, yd, cfg)
+    residuals = stationarity_residuals(model, Xd, yd, cfg.lam, cfg.loss, cfg.decay_bias) if cfg.lam > 0 else []
     model.cpu()
-    if key_config is not None:
+    if key is not None:
         arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        _cache.save(_cache.config_key(key_config), arrays,
-                    {"history": history, "residuals": residuals, "final": final})
+        _cache.save(key, arrays, {"history": history, "residuals": residuals, "final": final}, config=key_config)
+        checkpointer.discard()
     return TrainResult(model, cfg, history, residuals, final)
 
 
@@ -288,7 +349,7 @@ def history_frame(result: TrainResult) -> "object":
 
 
 __all__ = [
-    "DivergenceError", "TrainConfig", "TrainResult", "batch_indices", "evaluate", "fingerprint", "history_frame",
+    "DivergenceError", "TrainConfig", "TrainResult", "batch_indices", "cache_key_config", "evaluate", "fingerprint", "history_frame",
     "penalty", "polish", "regularised_loss", "run_sgd", "train",
 ]
 

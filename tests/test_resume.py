@@ -1,0 +1,63 @@
+"""An interrupted training run resumes from its checkpoint and ends exactly where an uninterrupted one ends."""
+
+import pytest
+import torch
+
+from nrc_utils import cache, data, models, train
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("NRC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("NRC_PROGRESS", "0")
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _problem():
+    ds = data.gaussian_mixture(K=3, d=8, n_per_class=20, s=0.3, seed=1)
+    cfg = train.TrainConfig(lam=1e-2, lr=0.1, steps=60, batch_size=16, momentum=0.9, record_every=10, seed=3)
+    return ds, cfg
+
+
+def _model():
+    return models.MLP(8, [12, 12], 3, activation="tanh", bias=True, seed=5)
+
+
+@pytest.mark.parametrize("stop_at", [1, 25, 59])
+def test_interrupted_run_resumes_to_the_same_result(monkeypatch, stop_at):
+    ds, cfg = _problem()
+    reference = train.train(_model(), ds.X, ds.y, cfg, use_cache=False)
+
+    original = train._Checkpointer.__call__
+
+    def interrupting(self, step, buffers):
+        self.every = 0.0  # checkpoint after every step
+        original(self, step, buffers)
+        if step == stop_at:
+            raise _Interrupt
+
+    monkeypatch.setattr(train._Checkpointer, "__call__", interrupting)
+    with pytest.raises(_Interrupt):
+        train.train(_model(), ds.X, ds.y, cfg)
+    key = cache.config_key(train.cache_key_config(_model().config, cfg, ds.X, ds.y))
+    assert cache.load(key + ".partial") is not None, "the interrupted run left no checkpoint"
+    assert cache.load(key) is None
+
+    monkeypatch.setattr(train._Checkpointer, "__call__", original)
+    resumed = train.train(_model(), ds.X, ds.y, cfg)
+    assert not resumed.from_cache
+    for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    assert resumed.history["step"] == reference.history["step"]
+    assert resumed.history["loss"] == pytest.approx(reference.history["loss"], rel=1e-5)
+    assert cache.load(key + ".partial") is None, "the checkpoint outlived the finished run"
+    assert train.train(_model(), ds.X, ds.y, cfg).from_cache
+
+
+def test_short_runs_write_no_checkpoint(tmp_path):
+    ds, cfg = _problem()
+    train.train(_model(), ds.X, ds.y, cfg)
+    assert not list((tmp_path / "cache").glob("*.partial.*"))
