@@ -94,7 +94,7 @@ def kernel_environment(profile_name: str) -> dict[str, str]:
 
 def _run_text(cmd, cwd) -> str:
     try:
-        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=20).stdout.strip()
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -116,13 +116,12 @@ def hardware() -> dict:
 
 
 def accelerator() -> str:
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
-    if torch.cuda.is_available():
-        return f"cuda: {torch.cuda.get_device_name(0)}"
-    return "cpu"
+    """``"cuda: <GPU name>"`` or ``"cpu"``, asked in a child process so that the runner itself
+    holds no CUDA context (and no GPU memory) while the chapters run."""
+    probe = ("import torch; print('cuda: ' + torch.cuda.get_device_name(0) "
+             "if torch.cuda.is_available() else 'cpu')")
+    lines = _run_text([sys.executable, "-c", probe], None).splitlines()
+    return lines[-1] if lines else "cpu"
 
 
 def package_versions() -> dict:
@@ -256,7 +255,7 @@ def build_html(root: Path) -> int:
     print(f"html: jupyter-book build {STAGE} (execution off, warnings as errors) ...", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-    log = proc.stdout + proc.stderr
+    log = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # no colour codes
     (root / BUILD_LOG).write_text(log)
     if proc.returncode != 0:
         problems = [ln.strip() for ln in log.splitlines()

@@ -243,6 +243,32 @@ def test_good_chapter_is_executed_staged_recorded_and_built(tmp_path):
     assert rc == 0, out + err
 
 
+NOISY = """\
+# A noisy chapter
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+profile = "ci"
+```
+
+```{code-cell} ipython3
+import warnings
+
+warnings.warn("a warning wall starts here")
+```
+"""
+
+
+def test_stderr_in_a_chapter_fails_the_html_build_naming_it(tmp_path):
+    make_project(tmp_path, {"01_noisy": NOISY}, {"01_noisy": {}}, config=True)
+    rc, out, err = run(RUNNER, "--root", tmp_path)
+    assert rc == 1, out + err
+    assert "01_noisy.ipynb" in err and "stderr" in err
+    assert err.strip().splitlines()[-1].startswith("error: the HTML build failed")
+    assert "\x1b[" not in err  # no colour codes in what the runner prints
+
+
 def test_check_html_reports_missing_pages_and_figures(tmp_path):
     make_project(tmp_path, {"index": "# Index\n", "01_a": "# A\n"}, {"index": {}, "01_a": {}})
     html = tmp_path / "_build" / "html"
