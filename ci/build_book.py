@@ -177,10 +177,8 @@ def present_notebook(nb, params: dict, profile_name: str, source: str):
     import nbformat
 
     cell = project.parameters_cell(nb)
-    lines = [f"# Parameters of this run (profile {profile_name!r}); "
-             f"the defaults live in {source}"]
-    lines += [f"{name} = {value!r}" for name, value in params.items()]
-    cell.source = "\n".join(lines)
+    cell.source = (f"# The values of this run (profile {profile_name!r}); defaults in {source}\n"
+                   + project.with_values(cell.source, params))
     for c in nb.cells:
         tags = c.metadata.get("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:

@@ -272,3 +272,20 @@ def parameter_defaults(source: str, name: str = "notebook") -> dict:
                 f"{name}: parameter {target!r} (line {stmt.lineno}) is not a literal"
             ) from None
     return values
+
+
+def with_values(source: str, values: dict) -> str:
+    """``source`` (a parameters cell) with the literal of each ``name = literal`` in ``values``
+    replaced by ``repr(values[name])``; comments, order and layout are kept."""
+    tree = ast.parse(source)
+    lines = [ln.encode() for ln in source.split("\n")]  # ast offsets count UTF-8 bytes
+    edits = []
+    for stmt in tree.body:
+        target = getattr(stmt, "target", None) or (stmt.targets[0] if getattr(stmt, "targets", None) else None)
+        if isinstance(target, ast.Name) and target.id in values and stmt.value is not None:
+            edits.append((stmt.value, repr(values[target.id])))
+    for node, text in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
+        first, last = node.lineno - 1, node.end_lineno - 1
+        merged = lines[first][: node.col_offset] + text.encode() + lines[last][node.end_col_offset:]
+        lines[first : last + 1] = [merged]
+    return "\n".join(ln.decode() for ln in lines)

@@ -138,6 +138,13 @@ def test_yaml_reads_exponent_floats_as_floats():
         "a": 0.001, "b": [200000.0, -100.0, 1.5], "c": 1, "d": "1e-3"}
 
 
+def test_parameters_cell_values_are_replaced_keeping_comments():
+    src = 'profile = "ci"\n# training\nepochs = 200  # λ-free comment\nlams = [\n    0.0,\n    1e-3,\n]  # grid\n'
+    out = project.with_values(src, {"profile": "paper", "epochs": 5000, "lams": [0.0, 0.1]})
+    assert project.parameter_defaults(out) == {"profile": "paper", "epochs": 5000, "lams": [0.0, 0.1]}
+    assert "# training" in out and "# λ-free comment" in out and "# grid" in out
+
+
 def test_parameters_cell_holds_literals_only():
     assert project.parameter_defaults('profile = "ci"\nn = 3  # samples\nlams = [0.0, 1e-3]\n') == {
         "profile": "ci", "n": 3, "lams": [0.0, 0.001]}
@@ -192,7 +199,7 @@ GOOD = """\
 :tags: [parameters]
 
 profile = "ci"
-n_points = 3
+n_points = 3  # how many points to draw
 ```
 
 ```{code-cell} ipython3
@@ -221,8 +228,9 @@ def test_good_chapter_is_executed_staged_recorded_and_built(tmp_path):
     staged = nbformat.read(tmp_path / "_build" / "stage" / "book" / "01_good.ipynb", as_version=4)
     injected = [c for c in staged.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
-    shown = project.parameter_defaults(project.parameters_cell(staged).source)
-    assert shown == {"profile": "ci", "n_points": 5}  # the visible cell shows this run's values
+    shown = project.parameters_cell(staged).source
+    assert project.parameter_defaults(shown) == {"profile": "ci", "n_points": 5}  # this run's values
+    assert "# how many points to draw" in shown  # ... with the chapter's comments
 
     records = json.loads((tmp_path / "_build" / "records.json").read_text())
     rec = records["chapters"]["01_good"]
