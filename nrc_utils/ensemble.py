@@ -1,0 +1,371 @@
+"""Many networks (a lambda grid times seeds) trained as one batched model.
+
+An ensemble of ``M`` members shares the architecture ``d_in -> widths -> d_out``
+(activation, biases) and stores layer ``l`` of all members as one tensor
+``W_l`` of shape ``(M, d_l, d_{l-1})`` (biases ``(M, d_l)``). The forward pass
+is ``z_l = h_{l-1} W_l^T (+ b_l)`` with ``torch.bmm``/``torch.baddbmm``, so
+member ``m`` computes exactly ``f_m(x) = W_{L,m} s(... s(W_{1,m} x))``.
+
+Training minimises ``sum_m L_0^{(m)}``, the sum over members of each member's
+mean loss on its own mini-batch. No parameter is shared, so the gradient with
+respect to member ``m``'s weights is ``grad L_0^{(m)}`` exactly, and each member
+takes the step ``torch.optim.SGD(weight_decay=lambda_m, momentum=mu)`` takes
+(SPEC: ``SGD(weight_decay=lambda)`` is the gradient step on
+``L_lambda = L_0 + (lambda/2) sum_l ||W_l||_F^2``):
+
+    d = grad L_0^{(m)} + lambda_m W,   buf = d (first step),  buf = mu buf + d (later),
+    W <- W - lr buf                      (W <- W - lr d when mu = 0).
+
+Member ``m`` starts from ``models.init_weights(shapes, seed_m, init_scale)``
+(the weights of ``MLP(..., seed=seed_m)``) and draws its mini-batches from
+``train.batch_indices(N, batch_size, steps, seed_m)``; so member ``m`` follows
+``train.train(MLP(..., seed=seed_m), X, y, TrainConfig(lam=lambda_m, seed=seed_m, ...))``
+up to floating-point rounding (``tests/test_ensemble.py`` checks it), and its
+result is cached under the same key as that single run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from . import cache as _cache
+from .device import pick_device, progress
+from .losses import check_loss, sample_losses
+from .models import MLP, init_weights, layer_shapes, make_activation
+from .train import (DivergenceError, TrainConfig, TrainResult, batch_indices, evaluate, fingerprint, polish)
+from .gradients import stationarity_residuals
+
+# Full-batch evaluation runs over chunks of samples so that one activation tensor
+# (members x samples x width) holds at most this many numbers.
+EVAL_ELEMENTS = 2**24
+
+
+def grid(lams: Sequence[float], seeds: Sequence[int]) -> tuple[list[float], list[int]]:
+    """Every combination of a lambda grid and seeds, lambda-major: ``(lams per member, seeds per member)``.
+
+    ``grid([1e-3, 1e-2], [0, 1])`` gives ``([1e-3, 1e-3, 1e-2, 1e-2], [0, 1, 0, 1])``.
+    """
+    pairs = list(itertools.product(lams, seeds))
+    return [float(lam) for lam, _ in pairs], [int(s) for _, s in pairs]
+
+
+class MLPEnsemble(nn.Module):
+    """``M`` MLPs ``d_in -> widths -> d_out`` with stacked weights ``W_l`` of shape ``(M, d_l, d_{l-1})``.
+
+    Member ``m`` is initialised exactly as ``MLP(d_in, widths, d_out, activation,
+    bias, seed=seeds[m], init_scale)``: ``W_l ~ N(0, init_scale^2 / fan_in)``,
+    biases zero.
+    """
+
+    def __init__(self, d_in: int, widths: Sequence[int], d_out: int, seeds: Sequence[int], activation: str = "tanh",
+                 bias: bool = False, init_scale: float = 1.0) -> None:
+        super().__init__()
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ValueError("an ensemble needs at least one member; pass one seed per member")
+        self.d_in, self.widths, self.d_out = int(d_in), [int(w) for w in widths], int(d_out)
+        self.activation, self.bias, self.init_scale = activation, bool(bias), float(init_scale)
+        self.seeds = seeds
+        self.act = make_activation(activation)
+        shapes = layer_shapes(d_in, widths, d_out)
+        inits = [init_weights(shapes, s, init_scale) for s in seeds]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([w[l] for w in inits])) for l in range(len(shapes)))
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.zeros(len(seeds), o)) for o, _ in shapes) if bias else None
+
+    @property
+    def n_members(self) -> int:
+        """Number of members ``M``."""
+        return len(self.seeds)
+
+    @property
+    def depth(self) -> int:
+        """Number of weight matrices ``L``."""
+        return len(self.weights)
+
+    def params(self) -> list[torch.Tensor]:
+        """The stacked parameters in the order ``W_1, (b_1,) W_2, (b_2,) ...``."""
+        out = []
+        for l, W in enumerate(self.weights):
+            out.append(W)
+            if self.biases is not None:
+                out.append(self.biases[l])
+        return out
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(M, N, d_out)`` for inputs ``X`` of shape ``(N, d_in)`` (shared) or ``(M, N, d_in)`` (per member)."""
+        M = self.n_members
+        if X.dim() == 2 and X.shape[1] == self.d_in:
+            # shared inputs: one GEMM for the first layer of all members, (N, d) @ (d, M d_1)
+            W = self.weights[0]
+            h = (X @ W.reshape(-1, self.d_in).T).reshape(X.shape[0], M, W.shape[1]).transpose(0, 1)
+            if self.biases is not None:
+                h = h + self.biases[0][:, None, :]
+            start = 1
+        elif X.dim() == 3 and X.shape[0] == M and X.shape[2] == self.d_in:
+            h, start = X, 0
+        else:
+            raise ValueError(f"inputs must have shape (N, {self.d_in}) or ({M}, N, {self.d_in}), got {tuple(X.shape)}; "
+                             "flatten images to (N, d) first")
+        for l in range(start, self.depth):
+            if l > 0:
+                h = self.act(h)
+            Wt = self.weights[l].transpose(1, 2)
+            h = torch.bmm(h, Wt) if self.biases is None else torch.baddbmm(self.biases[l][:, None, :], h, Wt)
+        return h
+
+    def member(self, m: int) -> MLP:
+        """An independent ``MLP`` (its ``config`` carries ``seed=seeds[m]``) holding a copy of member ``m``'s weights."""
+        if not 0 <= m < self.n_members:
+            raise IndexError(f"member index {m} out of range; the ensemble has {self.n_members} members")
+        net = MLP(self.d_in, self.widths, self.d_out, self.activation, self.bias, seed=self.seeds[m],
+                  init_scale=self.init_scale)
+        net.to(dtype=self.weights[0].dtype)
+        with torch.no_grad():
+            for l, layer in enumerate(net.layers):
+                layer.weight.copy_(self.weights[l][m])
+                if self.biases is not None:
+                    layer.bias.copy_(self.biases[l][m])
+        return net
+
+
+def _member_losses(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """``L_0^{(m)} = (1/B) sum_{i in batch m} loss(f_m(x_i), y_i)``, shape ``(M,)``; ``y`` is ``(N,)`` or ``(M, N)``."""
+    out = ens(X)
+    M, B, K = out.shape
+    y = y.expand(M, B) if y.dim() == 1 else y
+    return sample_losses(out.reshape(M * B, K), y.reshape(M * B), loss).reshape(M, B).mean(1)
+
+
+def _penalties(ens: MLPEnsemble, decay_bias: bool) -> torch.Tensor:
+    """``(1/2) sum_l ||W_{l,m}||_F^2`` (plus ``||b_{l,m}||^2`` when ``decay_bias``) per member, shape ``(M,)``."""
+    total = sum(W.pow(2).sum((1, 2)) for W in ens.weights)
+    if decay_bias and ens.biases is not None:
+        total = total + sum(b.pow(2).sum(1) for b in ens.biases)
+    return 0.5 * total
+
+
+def evaluate_ensemble(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, lams: torch.Tensor, loss: str,
+                      decay_bias: bool) -> dict[str, torch.Tensor]:
+    """Full-batch ``L_lambda``, ``L_0``, accuracy and residuals of every member, batched.
+
+    Same quantities as :func:`nrc_utils.train.evaluate`: ``loss = L_0 + lambda_m *
+    penalty``; ``residuals[m, l] = ||grad_{Theta_l} L_0 + lambda_m Theta_l||_F /
+    ||lambda_m Theta_l||_F`` (:func:`nrc_utils.gradients.stationarity_residuals`,
+    undecayed biases in the numerator only), ``residual`` its maximum over layers
+    (NaN when ``lambda_m = 0``). Gradients come from one backward pass of
+    ``sum_m L_0^{(m)}``, accumulated over chunks of samples.
+    """
+    M, N = ens.n_members, X.shape[0]
+    chunk = max(1, EVAL_ELEMENTS // (M * max([ens.d_in, *ens.widths, ens.d_out])))
+    params = ens.params()
+    grads = [torch.zeros_like(p) for p in params]
+    loss_sum = torch.zeros(M, dtype=torch.float64, device=X.device)
+    correct = torch.zeros(M, dtype=torch.float64, device=X.device)
+    with torch.enable_grad():
+        for start in range(0, N, chunk):
+            xb, yb = X[start:start + chunk], y[start:start + chunk]
+            out = ens(xb)
+            B, K = out.shape[1], out.shape[2]
+            per_sample = sample_losses(out.reshape(M * B, K), yb.expand(M, B).reshape(M * B), loss).reshape(M, B)
+            for g, gc in zip(grads, torch.autograd.grad(per_sample.sum() / N, params)):
+                g += gc
+            loss_sum += per_sample.detach().double().sum(1)
+            correct += (out.detach().argmax(-1) == yb).double().sum(1)
+    with torch.no_grad():
+        L0 = loss_sum / N
+        L = L0 + lams.double() * _penalties(ens, decay_bias).double()
+        lam3 = lams.double()[:, None, None]
+        num, den = [], []
+        for l, W in enumerate(ens.weights):
+            gW = grads[l] if ens.biases is None else grads[2 * l]
+            n = (gW.double() + lam3 * W.double()).pow(2).sum((1, 2))
+            d = (lam3 * W.double()).pow(2).sum((1, 2))
+            if ens.biases is not None:
+                b, gb = ens.biases[l].double(), grads[2 * l + 1].double()
+                lam_b = lams.double()[:, None] if decay_bias else torch.zeros_like(lams.double())[:, None]
+                n = n + (gb + lam_b * b).pow(2).sum(1)
+                d = d + (lam_b * b).pow(2).sum(1)
+            num.append(n)
+            den.append(d)
+        num, den = torch.stack(num, 1), torch.stack(den, 1)
+        residuals = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), torch.full_like(num, math.inf))
+        residual = torch.where(lams > 0, residuals.max(1).values, torch.full_like(L0, math.nan))
+    return {"loss": L, "loss0": L0, "acc": correct / N, "residual": residual, "residuals": residuals}
+
+
+def _member_configs(cfg: TrainConfig, lams: Sequence[float], seeds: Sequence[int], do_polish: bool) -> list[TrainConfig]:
+    """One ``TrainConfig`` per member: ``cfg`` with ``lam=lams[m]``, ``seed=seeds[m]`` (and no polishing unless asked)."""
+    if len(lams) != len(seeds) or not lams:
+        raise ValueError(f"got {len(lams)} lambdas and {len(seeds)} seeds; pass one of each per member "
+                         "(ensemble.grid(lams, seeds) makes every combination)")
+    out = []
+    for lam, seed in zip(lams, seeds):
+        member = dataclasses.replace(cfg, lam=lam, seed=int(seed), polish_tol=cfg.polish_tol if do_polish else None)
+        out.append(member.validate())
+    return out
+
+
+def _cache_key_config(model_config: dict, cfg: TrainConfig, data: str) -> dict:
+    """PRIVATE COPY of the key ``train.train`` builds (``key_config`` there); keep the two identical.
+
+    A test (``test_cache_shared_with_single_runs``) fails if they drift apart. To be
+    replaced by ``train.cache_key`` once train.py exposes one.
+    """
+    return {"what": "train", "model": model_config, "train": dataclasses.asdict(cfg), "data": data}
+
+
+def _from_cache(key: str, model: MLP, cfg: TrainConfig) -> TrainResult | None:
+    """The cached result under ``key`` restored into ``model`` as ``train.train`` does on a hit, or ``None``."""
+    hit = _cache.load(key)
+    if hit is None:
+        return None
+    arrays, meta = hit
+    if cfg.dtype == "float64" or cfg.polish_tol is not None:
+        model.double()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+    return TrainResult(model, cfg, meta["history"], meta["residuals"], meta["final"], from_cache=True)
+
+
+def _divergence(ens_losses: torch.Tensor, cfgs: list[TrainConfig], step: int, phase: str) -> DivergenceError:
+    bad = [m for m in range(len(cfgs)) if not math.isfinite(ens_losses[m].item())]
+    names = ", ".join(f"member {m} (lambda={cfgs[m].lam}, seed={cfgs[m].seed}): {ens_losses[m].item()}" for m in bad)
+    return DivergenceError(f"training diverged: the loss is not finite at {phase} step {step} for {names} "
+                           f"(lr={cfgs[0].lr}); lower the learning rate")
+
+
+def run_sgd_ensemble(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, cfgs: list[TrainConfig]
+                     ) -> tuple[list[dict[str, list]], dict[str, torch.Tensor]]:
+    """Stage 1 for every member at once: ``steps`` of (mini-batch) SGD, each member with its own lambda and batches.
+
+    Records every ``record_every`` steps and at the end, like ``train.run_sgd``;
+    returns the histories and the final batched evaluation.
+    """
+    cfg = cfgs[0]
+    M, N = ens.n_members, X.shape[0]
+    lams = torch.tensor([c.lam for c in cfgs], dtype=X.dtype, device=X.device)
+    params = ens.params()
+    # per-parameter lambda_m, broadcast over the member's entries; undecayed biases get 0
+    decays = []
+    for p in params:
+        is_bias = p.dim() == 2
+        lam_p = lams if (not is_bias or cfg.decay_bias) else torch.zeros_like(lams)
+        decays.append(lam_p.reshape(M, *([1] * (p.dim() - 1))))
+    bufs: list[torch.Tensor | None] = [None] * len(params)
+    histories: list[dict[str, list]] = [{} for _ in range(M)]
+    t0 = time.perf_counter()
+
+    def record(step: int) -> dict[str, torch.Tensor]:
+        metrics = evaluate_ensemble(ens, X, y, lams, cfg.loss, cfg.decay_bias)
+        if not torch.isfinite(metrics["loss"]).all():
+            raise _divergence(metrics["loss"], cfgs, step, "SGD")
+        seconds = time.perf_counter() - t0
+        for m, h in enumerate(histories):
+            for k, v in (("step", step), ("phase", "sgd"), ("loss", metrics["loss"][m].item()),
+                         ("loss0", metrics["loss0"][m].item()), ("acc", metrics["acc"][m].item()),
+                         ("residual", metrics["residual"][m].item()), ("seconds", seconds)):
+                h.setdefault(k, []).append(v)
+        return metrics
+
+    batches = [batch_indices(N, c.batch_size, c.steps, c.seed) for c in cfgs]
+    for step in progress(range(cfg.steps), total=cfg.steps, desc=f"ensemble SGD, {M} members"):
+        if step % cfg.record_every == 0:
+            record(step)
+        idx = [next(b) for b in batches]
+        if idx[0] is None:  # full batch: every member sees all of X
+            xb, yb = X, y
+        else:
+            flat = torch.cat(idx).to(X.device)
+            xb, yb = X[flat].reshape(M, -1, X.shape[1]), y[flat].reshape(M, -1)
+        with torch.enable_grad():
+            L0 = _member_losses(ens, xb, yb, cfg.loss)
+            grads = torch.autograd.grad(L0.sum(), params)
+        if not torch.isfinite(L0).all():
+            raise _divergence(L0.detach(), cfgs, step, "SGD")
+        with torch.no_grad():
+            for i, (p, g) in enumerate(zip(params, grads)):
+                d = torch.addcmul(g, decays[i], p)  # grad L_0 + lambda_m W
+                if cfg.momentum != 0:
+                    if bufs[i] is None:
+                        bufs[i] = d
+                    else:
+                        bufs[i].mul_(cfg.momentum).add_(d)
+                    d = bufs[i]
+                p.add_(d, alpha=-cfg.lr)
+    return histories, record(cfg.steps)
+
+
+def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[float], seeds: Sequence[int],
+                   X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, activation: str = "tanh", bias: bool = False,
+                   init_scale: float = 1.0, device: str = "auto", polish: bool = True,
+                   use_cache: bool = True) -> list[TrainResult]:
+    """Train member ``m`` with ``lambda = lams[m]`` from seed ``seeds[m]``, all members as one batched model.
+
+    ``cfg.lam`` and ``cfg.seed`` are ignored: member ``m`` is trained with
+    ``dataclasses.replace(cfg, lam=lams[m], seed=seeds[m])`` (its ``TrainResult.config``),
+    which is validated like any ``TrainConfig`` (every lambda must be >= 0). Use
+    :func:`grid` for every combination of a lambda grid and seeds. After the batched
+    SGD stage, each member is polished separately with ``train.polish`` (L-BFGS in
+    float64) when ``cfg.polish_tol`` is set and ``polish`` is true; with
+    ``polish=False`` the members' configs carry ``polish_tol=None``, so they describe
+    (and are cached as) unpolished runs.
+
+    Returns one ``train.TrainResult`` per member, in order, with an independent
+    ``MLP`` on the CPU, exactly the fields ``train.train`` returns. Each member is
+    cached under the key ``train.train`` uses for the single run
+    ``train.train(MLP(d_in, widths, d_out, activation, bias, seed=seeds[m], init_scale), X, y, config_m)``,
+    so either run hits the other's cache; members found in the cache are not trained.
+    Raises ``train.DivergenceError`` naming the member (lambda, seed) and the step
+    when a member's loss becomes NaN or infinite.
+    """
+    cfgs = _member_configs(cfg, list(lams), list(seeds), polish)
+    if X.dim() != 2 or X.shape[1] != d_in or y.shape != (X.shape[0],):
+        raise ValueError(f"X must be (N, {d_in}) and y (N,) integer labels, got X {tuple(X.shape)} and y {tuple(y.shape)}; "
+                         "flatten images to (N, d) first")
+    check_loss(cfg.loss)
+    M = len(cfgs)
+    results: list[TrainResult | None] = [None] * M
+    keys: list[str | None] = [None] * M
+    if use_cache:
+        data = fingerprint(X, y)
+        for m, c in enumerate(cfgs):
+            net = MLP(d_in, widths, d_out, activation, bias, seed=c.seed, init_scale=init_scale)
+            keys[m] = _cache.config_key(_cache_key_config(net.config, c, data))
+            results[m] = _from_cache(keys[m], net, c)
+    todo = [m for m in range(M) if results[m] is None]
+    if not todo:
+        return results  # type: ignore[return-value]
+
+    dev = pick_device(device)
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    sub = [cfgs[m] for m in todo]
+    ens = MLPEnsemble(d_in, widths, d_out, [c.seed for c in sub], activation, bias, init_scale).to(dev, dtype)
+    Xd, yd = X.to(dev, dtype), y.to(dev)
+    histories, last = run_sgd_ensemble(ens, Xd, yd, sub)
+    for j, (m, c) in enumerate(zip(todo, sub)):
+        net, history = ens.member(j), histories[j]
+        if c.polish_tol is not None:
+            polish(net, Xd, yd, c, history)
+            Xm = Xd.to(next(net.parameters()).dtype)
+            final = evaluate(net, Xm, yd, c)
+            residuals = stationarity_residuals(net, Xm, yd, c.lam, c.loss, c.decay_bias) if c.lam > 0 else []
+        else:
+            final = {k: last[k][j].item() for k in ("loss", "loss0", "acc", "residual")}
+            residuals = last["residuals"][j].tolist() if c.lam > 0 else []
+        net.cpu()
+        if keys[m] is not None:
+            arrays = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+            _cache.save(keys[m], arrays, {"history": history, "residuals": residuals, "final": final})
+        results[m] = TrainResult(net, c, history, residuals, final)
+    return results  # type: ignore[return-value]
+
+
+__all__ = ["MLPEnsemble", "evaluate_ensemble", "grid", "run_sgd_ensemble", "train_ensemble"]
