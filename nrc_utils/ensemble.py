@@ -39,7 +39,8 @@ from . import cache as _cache
 from .device import pick_device, progress
 from .losses import check_loss, sample_losses
 from .models import MLP, init_weights, layer_shapes, make_activation
-from .train import (DivergenceError, TrainConfig, TrainResult, batch_indices, evaluate, fingerprint, polish)
+from . import train as _train
+from .train import DivergenceError, TrainConfig, TrainResult, batch_indices, evaluate, fingerprint
 from .gradients import stationarity_residuals
 
 # Full-batch evaluation runs over chunks of samples so that one activation tensor
@@ -353,7 +354,7 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
     for j, (m, c) in enumerate(zip(todo, sub)):
         net, history = ens.member(j), histories[j]
         if c.polish_tol is not None:
-            polish(net, Xd, yd, c, history)
+            _train.polish(net, Xd, yd, c, history)
             Xm = Xd.to(next(net.parameters()).dtype)
             final = evaluate(net, Xm, yd, c)
             residuals = stationarity_residuals(net, Xm, yd, c.lam, c.loss, c.decay_bias) if c.lam > 0 else []
