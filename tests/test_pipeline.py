@@ -156,16 +156,17 @@ def test_parameters_cell_holds_literals_only():
 
 # --------------------------------------------------------------------------------------------
 # Execution on small projects.
-BOOM = """\
+def parameters_cell(*lines):
+    """The cell tagged `parameters` of a test chapter: profile = "ci", then ``lines``."""
+    body = "\n".join(['profile = "ci"', *lines])
+    return f"```{{code-cell}} ipython3\n:tags: [parameters]\n\n{body}\n```\n"
+
+
+BOOM = f"""\
 # Boom
 
-```{code-cell} ipython3
-:tags: [parameters]
-
-profile = "ci"
-```
-
-```{code-cell} ipython3
+{parameters_cell()}
+```{{code-cell}} ipython3
 def train():
     raise ValueError("boom")
 
@@ -175,8 +176,7 @@ train()
 
 
 def test_failing_chapter_fails_the_run_naming_chapter_and_error(tmp_path):
-    make_project(tmp_path, {"index": "# Index\n\n```{code-cell} ipython3\n:tags: [parameters]\n\n"
-                                     "profile = \"ci\"\n```\n", "02_boom": BOOM},
+    make_project(tmp_path, {"index": f"# Index\n\n{parameters_cell()}", "02_boom": BOOM},
                  {"index": {}, "02_boom": {}})
     rc, out, err = run(RUNNER, "--root", tmp_path)
     assert rc == 1
@@ -192,17 +192,11 @@ def test_failing_chapter_fails_the_run_naming_chapter_and_error(tmp_path):
     assert not (tmp_path / "_build" / "html").exists()
 
 
-GOOD = """\
+GOOD = f"""\
 # A good chapter
 
-```{code-cell} ipython3
-:tags: [parameters]
-
-profile = "ci"
-n_points = 3  # how many points to draw
-```
-
-```{code-cell} ipython3
+{parameters_cell("n_points = 3  # how many points to draw")}
+```{{code-cell}} ipython3
 import matplotlib.pyplot as plt
 from myst_nb import glue
 
@@ -212,9 +206,9 @@ plt.show()
 glue("n_points", n_points, display=False)
 ```
 
-The line has {glue:text}`n_points` points; see {cite:p}`zangrando2024neural`, and math $\\lambda W_l$.
+The line has {{glue:text}}`n_points` points; see {{cite:p}}`zangrando2024neural`, and math $\\lambda W_l$.
 
-```{bibliography}
+```{{bibliography}}
 ```
 """
 
@@ -251,16 +245,11 @@ def test_good_chapter_is_executed_staged_recorded_and_built(tmp_path):
     assert rc == 0, out + err
 
 
-NOISY = """\
+NOISY = f"""\
 # A noisy chapter
 
-```{code-cell} ipython3
-:tags: [parameters]
-
-profile = "ci"
-```
-
-```{code-cell} ipython3
+{parameters_cell()}
+```{{code-cell}} ipython3
 import warnings
 
 warnings.warn("a warning wall starts here")
