@@ -156,13 +156,24 @@ def glued_text(nb, key: str):
 
 
 # --------------------------------------------------------------------------------------------
-def execute_chapter(chapter, root: Path, params: dict, out_path: Path):
-    """Execute one chapter with papermill; return the executed notebook (raises on error)."""
+def read_chapter(chapter, root: Path, params: dict):
+    """The chapter's notebook (jupytext), refused if the profile sets a parameter that its
+    parameters cell does not define (papermill would define it silently)."""
     import jupytext
-    import papermill
 
     nb = jupytext.read(chapter.source(root))
-    project.parameters_cell(nb, f"book/{chapter.stem}.md")
+    declared = project.declared_parameters(nb, f"{chapter.file}.md")
+    undeclared = sorted(set(params) - set(declared))
+    if undeclared:
+        raise ProjectError(f"{chapter.file}.md: its parameters cell does not define "
+                           f"{', '.join(undeclared)}, which the profile sets")
+    return nb
+
+
+def execute_chapter(nb, chapter, root: Path, params: dict, out_path: Path):
+    """Execute one chapter with papermill; return the executed notebook (raises on error)."""
+    import papermill
+
     out_path.parent.mkdir(parents=True, exist_ok=True)
     return papermill.execute_notebook(
         nb, str(out_path), parameters=params, kernel_name="python3", language="python",
@@ -286,6 +297,8 @@ def run(args) -> int:
     skipped = {project.parse_override(o)[0] for o in args.overrides} - {c.stem for c in selected}
     if skipped:
         raise ProjectError(f"--set for {', '.join(sorted(skipped))}, which --only does not execute")
+    params = {c.stem: {"profile": profile_name, **profile[c.stem]} for c in selected}
+    notebooks = {c.stem: read_chapter(c, root, params[c.stem]) for c in selected}
 
     os.environ.update(kernel_environment(profile_name))
     logging.getLogger("papermill").setLevel(logging.ERROR)
@@ -318,18 +331,14 @@ def run(args) -> int:
 
     n = len(selected)
     for i, c in enumerate(selected, 1):
-        params = {"profile": profile_name, **profile[c.stem]}
         out_path = stage / f"{c.file}.ipynb"
         print(f"[{i}/{n}] {c.stem} ({profile_name}) ...", end=" ", flush=True)
-        entry = {"file": f"{c.file}.md", "profile": profile_name, "parameters": params,
+        entry = {"file": f"{c.file}.md", "profile": profile_name, "parameters": params[c.stem],
                  "overrides": [o for o in args.overrides if o.startswith(f"{c.stem}.")],
                  "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
         t0 = time.perf_counter()
         try:
-            nb = execute_chapter(c, root, params, out_path)
-        except ProjectError:
-            print("refused")
-            raise
+            nb = execute_chapter(notebooks[c.stem], c, root, params[c.stem], out_path)
         except Exception as exc:  # noqa: BLE001  (a chapter may raise anything)
             entry.update(status="failed", wall_s=round(time.perf_counter() - t0, 2),
                          error=f"{getattr(exc, 'ename', type(exc).__name__)}")
@@ -339,7 +348,7 @@ def run(args) -> int:
             print(failure_line(c.stem, exc, out_path), file=sys.stderr)
             return 1
         wall = round(time.perf_counter() - t0, 2)
-        nb = present_notebook(nb, params, profile_name, f"{c.file}.md")
+        nb = present_notebook(nb, params[c.stem], profile_name, f"{c.file}.md")
         nbformat.write(nb, out_path)
         entry.update(status="ok", wall_s=wall,
                      device=glued_text(nb, "device") or records["hardware"]["device"])

@@ -245,6 +245,11 @@ def parameters_cell(nb, name: str = "notebook"):
     return cells[0]
 
 
+def declared_parameters(nb, name: str = "notebook") -> dict:
+    """The defaults of the notebook's one cell tagged ``parameters``."""
+    return parameter_defaults(parameters_cell(nb, name).source, name)
+
+
 def parameter_defaults(source: str, name: str = "notebook") -> dict:
     """The ``name = literal`` assignments of a parameters cell, in order.
 

@@ -105,8 +105,7 @@ def test_parameters_cell_defaults_are_the_ci_profile(chapter):
     md = chapter.source(ROOT)
     if not md.is_file():
         pytest.fail(f"{chapter.file}.md (listed in _toc.yml) does not exist")
-    cell = project.parameters_cell(jupytext.read(md), md.name)
-    defaults = project.parameter_defaults(cell.source, md.name)
+    defaults = project.declared_parameters(jupytext.read(md), md.name)
     assert defaults.pop("profile") == "ci"
     expected = PROFILES["ci"][chapter.stem]
     assert set(defaults) == set(expected), (

@@ -175,6 +175,15 @@ train()
 """
 
 
+def test_profile_parameter_missing_from_the_parameters_cell_is_refused(tmp_path):
+    make_project(tmp_path, {"index": f"# Index\n\n{parameters_cell('seed = 0')}"},
+                 {"index": {"seed": 0, "epochs": 3}})
+    line = _one_line(*run(RUNNER, "--root", tmp_path))
+    assert line == ("error: book/index.md: its parameters cell does not define epochs, "
+                    "which the profile sets")
+    assert not (tmp_path / "_build" / "records.json").exists()  # refused before running anything
+
+
 def test_failing_chapter_fails_the_run_naming_chapter_and_error(tmp_path):
     make_project(tmp_path, {"index": f"# Index\n\n{parameters_cell()}", "02_boom": BOOM},
                  {"index": {}, "02_boom": {}})
