@@ -22,7 +22,8 @@ runner says which chapters are missing.
 Exit status: 0 on success; 1 when a chapter raises or the HTML build fails (one line naming the
 chapter and the error; details in the partially executed notebook or the build log); 2 when
 the request is refused before anything runs (unknown profile, bad ``--set``, a chapter of the
-toc without its source or its profile section).
+toc without its source or its profile section, a profile parameter that the chapter's
+parameters cell does not define).
 """
 
 from __future__ import annotations
