@@ -35,12 +35,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import cache as _cache
 from .device import pick_device, progress
 from .losses import check_loss, sample_losses
 from .models import MLP, init_weights, layer_shapes, make_activation
 from . import train as _train
-from .train import DivergenceError, TrainConfig, TrainResult, batch_indices, evaluate, fingerprint
+from .train import DivergenceError, TrainConfig, TrainResult, batch_indices, evaluate
 from .gradients import stationarity_residuals
 
 # Full-batch evaluation runs over chunks of samples so that one activation tensor
@@ -102,26 +101,31 @@ class MLPEnsemble(nn.Module):
         return out
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        """Outputs ``(M, N, d_out)`` for inputs ``X`` of shape ``(N, d_in)`` (shared) or ``(M, N, d_in)`` (per member)."""
+        """Outputs ``(M, N, d_out)`` for inputs ``X`` of shape ``(N, d_in)`` (shared) or ``(M, N, d_in)`` (per member).
+
+        Computed as ``z_l^T = W_l h_{l-1}^T (+ b_l)``, i.e. activations stored as
+        ``(M, d_l, N)``: then the weight gradients ``delta_l^T h_{l-1}`` come out
+        contiguous in the layout of ``W_l`` and the SGD update runs at memory speed.
+        """
         M = self.n_members
         if X.dim() == 2 and X.shape[1] == self.d_in:
-            # shared inputs: one GEMM for the first layer of all members, (N, d) @ (d, M d_1)
+            # shared inputs: one GEMM for the first layer of all members, (M d_1, d) @ (d, N)
             W = self.weights[0]
-            h = (X @ W.reshape(-1, self.d_in).T).reshape(X.shape[0], M, W.shape[1]).transpose(0, 1)
+            hT = (W.reshape(-1, self.d_in) @ X.T).reshape(M, W.shape[1], X.shape[0])
             if self.biases is not None:
-                h = h + self.biases[0][:, None, :]
+                hT = hT + self.biases[0][:, :, None]
             start = 1
         elif X.dim() == 3 and X.shape[0] == M and X.shape[2] == self.d_in:
-            h, start = X, 0
+            hT, start = X.transpose(1, 2), 0
         else:
             raise ValueError(f"inputs must have shape (N, {self.d_in}) or ({M}, N, {self.d_in}), got {tuple(X.shape)}; "
                              "flatten images to (N, d) first")
         for l in range(start, self.depth):
             if l > 0:
-                h = self.act(h)
-            Wt = self.weights[l].transpose(1, 2)
-            h = torch.bmm(h, Wt) if self.biases is None else torch.baddbmm(self.biases[l][:, None, :], h, Wt)
-        return h
+                hT = self.act(hT)
+            W = self.weights[l]
+            hT = torch.bmm(W, hT) if self.biases is None else torch.baddbmm(self.biases[l][:, :, None], W, hT)
+        return hT.transpose(1, 2)
 
     def member(self, m: int) -> MLP:
         """An independent ``MLP`` (its ``config`` carries ``seed=seeds[m]``) holding a copy of member ``m``'s weights."""
@@ -213,27 +217,6 @@ def _member_configs(cfg: TrainConfig, lams: Sequence[float], seeds: Sequence[int
         member = dataclasses.replace(cfg, lam=lam, seed=int(seed), polish_tol=cfg.polish_tol if do_polish else None)
         out.append(member.validate())
     return out
-
-
-def _cache_key_config(model_config: dict, cfg: TrainConfig, data: str) -> dict:
-    """PRIVATE COPY of the key ``train.train`` builds (``key_config`` there); keep the two identical.
-
-    A test (``test_cache_shared_with_single_runs``) fails if they drift apart. To be
-    replaced by ``train.cache_key`` once train.py exposes one.
-    """
-    return {"what": "train", "model": model_config, "train": dataclasses.asdict(cfg), "data": data}
-
-
-def _from_cache(key: str, model: MLP, cfg: TrainConfig) -> TrainResult | None:
-    """The cached result under ``key`` restored into ``model`` as ``train.train`` does on a hit, or ``None``."""
-    hit = _cache.load(key)
-    if hit is None:
-        return None
-    arrays, meta = hit
-    if cfg.dtype == "float64" or cfg.polish_tol is not None:
-        model.double()
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
-    return TrainResult(model, cfg, meta["history"], meta["residuals"], meta["final"], from_cache=True)
 
 
 def _divergence(ens_losses: torch.Tensor, cfgs: list[TrainConfig], step: int, phase: str) -> DivergenceError:
@@ -334,13 +317,12 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
     check_loss(cfg.loss)
     M = len(cfgs)
     results: list[TrainResult | None] = [None] * M
-    keys: list[str | None] = [None] * M
+    keys: list[tuple[str, dict] | None] = [None] * M
     if use_cache:
-        data = fingerprint(X, y)
         for m, c in enumerate(cfgs):
             net = MLP(d_in, widths, d_out, activation, bias, seed=c.seed, init_scale=init_scale)
-            keys[m] = _cache.config_key(_cache_key_config(net.config, c, data))
-            results[m] = _from_cache(keys[m], net, c)
+            keys[m] = _train.cache_key(net, c, X, y)
+            results[m] = _train.load_result(keys[m][0], net, c)
     todo = [m for m in range(M) if results[m] is None]
     if not todo:
         return results  # type: ignore[return-value]
@@ -362,10 +344,9 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
             final = {k: last[k][j].item() for k in ("loss", "loss0", "acc", "residual")}
             residuals = last["residuals"][j].tolist() if c.lam > 0 else []
         net.cpu()
-        if keys[m] is not None:
-            arrays = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
-            _cache.save(keys[m], arrays, {"history": history, "residuals": residuals, "final": final})
         results[m] = TrainResult(net, c, history, residuals, final)
+        if keys[m] is not None:
+            _train.save_result(*keys[m], results[m])
     return results  # type: ignore[return-value]
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .losses import sample_losses
+from .models import weight_layers
 from .spectral import singular_values, tail_distance
 
 
@@ -42,7 +43,8 @@ def linear_layers(model: nn.Module) -> list[nn.Linear]:
     """The ``nn.Linear`` modules of ``model`` in forward order (signals are defined for these)."""
     layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        raise ValueError("per-sample signals are implemented for fully connected networks only; use an MLP")
+        raise ValueError("per-sample signals and the certificate are implemented for fully connected networks "
+                         "only; use an MLP (stationarity residuals and training work for CNNs too)")
     return layers
 
 
@@ -93,7 +95,7 @@ def stationarity_residuals(model: nn.Module, X: torch.Tensor, y: torch.Tensor, l
     """
     if lam <= 0:
         raise ValueError(f"the relative stationarity residual needs lambda > 0, got {lam}")
-    layers = linear_layers(model)
+    layers = weight_layers(model)
     params: list[torch.Tensor] = []
     for m in layers:
         params.append(m.weight)
@@ -110,7 +112,7 @@ def stationarity_residuals(model: nn.Module, X: torch.Tensor, y: torch.Tensor, l
             b_decay = lam if decay_bias else 0.0
             num = num + (grads[id(m.bias)].double() + b_decay * m.bias.double()).pow(2).sum()
             den = den + (b_decay * m.bias.double()).pow(2).sum()
-        out.append(math.sqrt(num.item() / den.item()) if den.item() > 0 else math.inf)
+        out.append(math.sqrt(_ratio(num.item(), den.item())))
     return out
 
 
@@ -159,6 +161,13 @@ def cluster_split(sig: LayerSignals, labels: torch.Tensor, K: int) -> ClusterSpl
     return ClusterSplit(class_part=-(S.T @ mu) / N, variability_part=-(sig.D.T @ E) / N, delta_sums=S)
 
 
+def _ratio(num: float, den: float) -> float:
+    """``num / den`` with ``0/0 = 0`` (e.g. the residual at ``W = 0``, a stationary point) and ``x/0 = inf``."""
+    if den > 0:
+        return num / den
+    return 0.0 if num == 0 else math.inf
+
+
 def rank_bound(rhs: float, eps: float, K: int) -> int:
     """Numerical-rank corollary: ``#{j : sigma_j > eps} <= K + floor(rhs^2 / eps^2)``."""
     return K + math.floor(rhs**2 / eps**2) if math.isfinite(rhs) else 10**18
@@ -203,7 +212,7 @@ def certificate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, 
             "bound_tcv1": d_norms.max().item() * tcv1 / (lam * N) + res,
             "bound_tcv2": d_norms.norm().item() * math.sqrt(tcv2) / (lam * N) + res,
             "residual_term": res,
-            "relative_residual": (g + lam * W).norm().item() / (lam * W.norm().item()),
+            "relative_residual": _ratio((g + lam * W).norm().item(), lam * W.norm().item()),
             "tcv1": tcv1,
             "tcv2": tcv2,
             "K": K,

@@ -76,7 +76,8 @@ class MLP(nn.Module):
         }
         self.act = make_activation(activation)
         shapes = layer_shapes(d_in, widths, d_out)
-        self.layers = nn.ModuleList(nn.Linear(i, o, bias=bias) for o, i in shapes)
+        with torch.random.fork_rng(devices=[]):  # nn.Linear's own init must not advance the global RNG
+            self.layers = nn.ModuleList(nn.Linear(i, o, bias=bias) for o, i in shapes)
         with torch.no_grad():
             for layer, w in zip(self.layers, init_weights(shapes, seed, init_scale)):
                 layer.weight.copy_(w)
@@ -126,15 +127,16 @@ class SmallCNN(nn.Module):
         super().__init__()
         self.config = {"kind": "cnn", "in_channels": in_channels, "image_size": image_size, "n_classes": n_classes,
                        "channels": list(channels), "hidden": hidden, "activation": activation, "bias": bias, "seed": seed}
-        torch.manual_seed(seed)
         c1, c2 = channels
         self.act = make_activation(activation)
-        self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1, bias=bias)
-        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1, bias=bias)
         self.pool = nn.MaxPool2d(2)
         side = image_size // 4
-        self.fc1 = nn.Linear(c2 * side * side, hidden, bias=bias)
-        self.fc2 = nn.Linear(hidden, n_classes, bias=bias)
+        with torch.random.fork_rng(devices=[]):  # PyTorch's default init, seeded, global RNG untouched
+            torch.manual_seed(seed)
+            self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1, bias=bias)
+            self.conv2 = nn.Conv2d(c1, c2, 3, padding=1, bias=bias)
+            self.fc1 = nn.Linear(c2 * side * side, hidden, bias=bias)
+            self.fc2 = nn.Linear(hidden, n_classes, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.act(self.conv1(x)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,12 +29,17 @@ from torch import nn
 
 from . import cache as _cache
 from .device import pick_device, progress
-from .gradients import linear_layers, stationarity_residuals
+from .gradients import stationarity_residuals
+from .models import weight_layers
 from .losses import accuracy, check_loss, sample_losses
 
 
 class DivergenceError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and what to change."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -61,15 +67,19 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Refuse bad input with one line saying what to do."""
-        if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam)) or self.lam < 0:
+        if isinstance(self.lam, bool) or not isinstance(self.lam, numbers.Real) or not math.isfinite(self.lam) \
+                or self.lam < 0:
             raise ValueError(f"weight decay lambda must be a finite number >= 0, got {self.lam}; use lam=0 for no weight decay")
         check_loss(self.loss)
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer or None (full batch), got {self.batch_size}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real) or not (0 < self.lr < math.inf):
+            raise ValueError(f"learning rate must be a finite number > 0, got {self.lr!r}")
+        if self.batch_size is not None and (not _is_int(self.batch_size) or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None (full batch), got {self.batch_size!r}")
+        for name in ("steps", "record_every", "polish_max_iter", "polish_chunk"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < (0 if name == "steps" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} integer, "
+                                 f"got {value!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.polish_tol is not None and self.lam == 0:
@@ -123,7 +133,7 @@ def batch_indices(N: int, batch_size: int | None, steps: int, seed: int) -> Iter
 def penalty(model: nn.Module, decay_bias: bool = True) -> torch.Tensor:
     """``(1/2) sum_l ||W_l||_F^2`` (plus ``||b_l||^2`` when ``decay_bias``)."""
     total = 0.0
-    for m in linear_layers(model):
+    for m in weight_layers(model):
         total = total + m.weight.pow(2).sum()
         if decay_bias and m.bias is not None:
             total = total + m.bias.pow(2).sum()
@@ -161,7 +171,7 @@ def _record(history: dict[str, list], step: int, phase: str, metrics: dict[str, 
 
 def _sgd_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     weights, biases = [], []
-    for m in linear_layers(model):
+    for m in weight_layers(model):
         weights.append(m.weight)
         if m.bias is not None:
             biases.append(m.bias)
@@ -257,9 +267,39 @@ def fingerprint(X: torch.Tensor, y: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def cache_key_config(model_config: dict, cfg: TrainConfig, X: torch.Tensor, y: torch.Tensor) -> dict:
-    """What a trained result is cached under: the model's constructor arguments, ``cfg`` and the data's hash."""
-    return {"what": "train", "model": model_config, "train": asdict(cfg), "data": fingerprint(X, y)}
+def cache_key(model: nn.Module, cfg: TrainConfig, X: torch.Tensor, y: torch.Tensor) -> tuple[str, dict]:
+    """``(key, config)`` a trained result is cached under.
+
+    The config holds the model's constructor arguments, a hash of its starting
+    weights (so a warm-started model never takes a cold start's result), ``cfg``
+    and a hash of the data. A single run and an ensemble member with the same
+    start, config and data share the key.
+    """
+    start = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        start.update(name.encode())
+        start.update(value.detach().cpu().double().contiguous().numpy().tobytes())
+    config = {"what": "train", "model": getattr(model, "config", None), "start": start.hexdigest(),
+              "train": asdict(cfg), "data": fingerprint(X, y)}
+    return _cache.config_key(config), config
+
+
+def load_result(key: str, model: nn.Module, cfg: TrainConfig) -> TrainResult | None:
+    """The result cached under ``key`` restored into ``model`` (weights, dtype, record), or ``None``."""
+    hit = _cache.load(key)
+    if hit is None:
+        return None
+    arrays, meta = hit
+    model.to(dtype=torch.float64 if cfg.dtype == "float64" or cfg.polish_tol is not None else torch.float32)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+    return TrainResult(model, cfg, meta["history"], meta["residuals"], meta["final"], from_cache=True)
+
+
+def save_result(key: str, config: dict, result: TrainResult) -> None:
+    """Store a finished result (weights and record) under ``key``; ``config`` documents the entry."""
+    arrays = {k: v.detach().cpu().numpy() for k, v in result.model.state_dict().items()}
+    _cache.save(key, arrays, {"history": result.history, "residuals": result.residuals, "final": result.final},
+                config=config)
 
 
 class _Checkpointer:
@@ -300,7 +340,7 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
           checkpoint_seconds: float = 60.0) -> TrainResult:
     """Train ``model`` on ``(X, y)`` (integer labels) with ``cfg``; polish to stationarity if asked.
 
-    The result is cached under :func:`cache_key_config` (:mod:`nrc_utils.cache`)
+    The result is cached under :func:`cache_key` (:mod:`nrc_utils.cache`)
     unless a ``callback`` is given or ``use_cache`` is false; a cache hit restores
     the exact trained weights and record. While caching, the SGD stage saves a
     checkpoint every ``checkpoint_seconds``, and an interrupted run resumes from
@@ -312,16 +352,11 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     history: dict[str, list] = {}
     key = checkpointer = None
-    if use_cache and callback is None and hasattr(model, "config"):
-        key_config = cache_key_config(model.config, cfg, X, y)
-        key = _cache.config_key(key_config)
-        hit = _cache.load(key)
+    if use_cache and callback is None:
+        key, key_config = cache_key(model, cfg, X, y)
+        hit = load_result(key, model, cfg)
         if hit is not None:
-            arrays, meta = hit
-            if cfg.dtype == "float64" or cfg.polish_tol is not None:
-                model.double()
-            model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
-            return TrainResult(model, cfg, meta["history"], meta["residuals"], meta["final"], from_cache=True)
+            return hit
         checkpointer = _Checkpointer(key, model, history, checkpoint_seconds)
 
     model.to(device=dev, dtype=dtype)
@@ -334,11 +369,11 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     final = evaluate(model, Xd, yd, cfg)
     residuals = stationarity_residuals(model, Xd, yd, cfg.lam, cfg.loss, cfg.decay_bias) if cfg.lam > 0 else []
     model.cpu()
+    result = TrainResult(model, cfg, history, residuals, final)
     if key is not None:
-        arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        _cache.save(key, arrays, {"history": history, "residuals": residuals, "final": final}, config=key_config)
+        save_result(key, key_config, result)
         checkpointer.discard()
-    return TrainResult(model, cfg, history, residuals, final)
+    return result
 
 
 def history_frame(result: TrainResult) -> "object":
@@ -349,7 +384,7 @@ def history_frame(result: TrainResult) -> "object":
 
 
 __all__ = [
-    "DivergenceError", "TrainConfig", "TrainResult", "batch_indices", "cache_key_config", "evaluate", "fingerprint", "history_frame",
+    "DivergenceError", "TrainConfig", "TrainResult", "batch_indices", "cache_key", "load_result", "save_result", "evaluate", "fingerprint", "history_frame",
     "penalty", "polish", "regularised_loss", "run_sgd", "train",
 ]
 

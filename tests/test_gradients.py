@@ -453,7 +453,6 @@ def test_certificate_refuses_nonpositive_lambda():
             certificate(model, X, y, lam, "mse")
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError, reason="certificate divides by ||lambda W_l||_F: ZeroDivisionError at W = 0")
 def test_certificate_at_zero_weights():
     """W = 0 is a stationary point of a bias-free tanh net; the certificate must not crash there."""
     X, y = make_data(10, 4, 2, seed=0)

@@ -42,7 +42,7 @@ def test_interrupted_run_resumes_to_the_same_result(monkeypatch, stop_at):
     monkeypatch.setattr(train._Checkpointer, "__call__", interrupting)
     with pytest.raises(_Interrupt):
         train.train(_model(), ds.X, ds.y, cfg)
-    key = cache.config_key(train.cache_key_config(_model().config, cfg, ds.X, ds.y))
+    key, _ = train.cache_key(_model(), cfg, ds.X, ds.y)
     assert cache.load(key + ".partial") is not None, "the interrupted run left no checkpoint"
     assert cache.load(key) is None
 
@@ -61,3 +61,24 @@ def test_short_runs_write_no_checkpoint(tmp_path):
     ds, cfg = _problem()
     train.train(_model(), ds.X, ds.y, cfg)
     assert not list((tmp_path / "cache").glob("*.partial.*"))
+
+
+def test_small_cnn_trains_with_weight_decay_and_reports_residuals():
+    """Training and the stationarity residual cover conv layers (reshaped kernels) too."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(24, 1, 8, 8, generator=g)
+    y = torch.arange(24) % 3
+    net = models.SmallCNN(in_channels=1, image_size=8, n_classes=3, channels=(4, 4), hidden=8, seed=0)
+    before = [w.detach().clone() for w in models.weight_matrices(net)]
+    result = train.train(net, X, y, train.TrainConfig(lam=1e-2, lr=0.05, steps=5, record_every=5), use_cache=False)
+    assert len(result.residuals) == 4 and all(r > 0 for r in result.residuals)
+    assert all(not torch.equal(a, b) for a, b in zip(before, models.weight_matrices(result.model)))
+
+
+def test_building_a_model_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    models.MLP(5, [7], 2, seed=4)
+    models.SmallCNN(seed=4)
+    assert torch.equal(torch.rand(3), expected)
