@@ -276,7 +276,7 @@ def run_sgd_ensemble(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, cfgs: l
             raise _divergence(L0.detach(), cfgs, step, "SGD")
         with torch.no_grad():
             for i, (p, g) in enumerate(zip(params, grads)):
-                d = torch.addcmul(g, decays[i], p)  # grad L_0 + lambda_m W
+                d = g.addcmul_(decays[i], p)  # grad L_0 + lambda_m W (in place: g is ours)
                 if cfg.momentum != 0:
                     if bufs[i] is None:
                         bufs[i] = d
