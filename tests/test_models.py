@@ -247,3 +247,11 @@ def test_seed_everything_is_reproducible():
     device.seed_everything(5)
     b = (np.random.rand(), torch.rand(1).item(), random.random())
     assert a == b
+
+
+def test_pick_device_accepts_what_setup_returns():
+    from nrc_utils import device
+
+    dev = device.setup(seed=0, max_threads=1)
+    assert device.pick_device(dev) == dev
+    assert torch.get_num_threads() == 1
