@@ -3,7 +3,7 @@
 An ensemble of ``M`` members shares the architecture ``d_in -> widths -> d_out``
 (activation, biases) and stores layer ``l`` of all members as one tensor
 ``W_l`` of shape ``(M, d_l, d_{l-1})`` (biases ``(M, d_l)``). The forward pass
-is ``z_l = h_{l-1} W_l^T (+ b_l)`` with ``torch.bmm``/``torch.baddbmm``, so
+is ``z_l^T = W_l h_{l-1}^T (+ b_l)`` with ``torch.bmm``/``torch.baddbmm``, so
 member ``m`` computes exactly ``f_m(x) = W_{L,m} s(... s(W_{1,m} x))``.
 
 Training minimises ``sum_m L_0^{(m)}``, the sum over members of each member's
@@ -202,7 +202,9 @@ def evaluate_ensemble(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, lams: 
             num.append(n)
             den.append(d)
         num, den = torch.stack(num, 1), torch.stack(den, 1)
-        residuals = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(), torch.full_like(num, math.inf))
+        # 0/0 = 0 (W = 0 is stationary), x/0 = inf, as gradients.stationarity_residuals
+        residuals = torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(),
+                                torch.where(num == 0, torch.zeros_like(num), torch.full_like(num, math.inf)))
         residual = torch.where(lams > 0, residuals.max(1).values, torch.full_like(L0, math.nan))
     return {"loss": L, "loss0": L0, "acc": correct / N, "residual": residual, "residuals": residuals}
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nrc_utils import data, ensemble, train
+from nrc_utils.gradients import stationarity_residuals
 from nrc_utils.models import MLP
 
 WIDTHS = [32, 32]
@@ -179,3 +180,19 @@ def test_polish_reaches_tolerance(digits256):
     unpolished = ensemble.train_ensemble(64, [8], 10, [5e-2], [0], X, y, cfg, polish=False, use_cache=False)[0]
     assert unpolished.config.polish_tol is None and set(unpolished.history["phase"]) == {"sgd"}
     assert unpolished.max_residual > 1e-3
+
+
+def test_residual_at_zero_weights_is_zero(digits256):
+    """W = 0 is a stationary point of a bias-free tanh net: residual 0/0 = 0, as gradients.stationarity_residuals."""
+    X, y = digits256
+    ens = ensemble.MLPEnsemble(64, WIDTHS, 10, seeds=[0, 1])
+    with torch.no_grad():
+        for W in ens.weights:
+            W[1].zero_()  # member 1: all weights zero, so every gradient is zero too
+    lams = torch.tensor([1e-2, 1e-2])
+    metrics = ensemble.evaluate_ensemble(ens, X, y, lams, "mse", True)
+    assert metrics["residuals"][1].tolist() == [0.0, 0.0, 0.0] and metrics["residual"][1].item() == 0.0
+    assert (metrics["residuals"][0] > 0).all()
+    for m in range(2):
+        ref = stationarity_residuals(ens.member(m), X, y, 1e-2, "mse")
+        np.testing.assert_allclose(metrics["residuals"][m].numpy(), ref, rtol=1e-5)
