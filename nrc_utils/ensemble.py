@@ -128,12 +128,15 @@ class MLPEnsemble(nn.Module):
         return hT.transpose(1, 2)
 
     def member(self, m: int) -> MLP:
-        """An independent ``MLP`` (its ``config`` carries ``seed=seeds[m]``) holding a copy of member ``m``'s weights."""
+        """An independent ``MLP`` (its ``config`` carries ``seed=seeds[m]``) holding a copy of member ``m``'s weights.
+
+        It lives on the ensemble's device, in its dtype.
+        """
         if not 0 <= m < self.n_members:
             raise IndexError(f"member index {m} out of range; the ensemble has {self.n_members} members")
         net = MLP(self.d_in, self.widths, self.d_out, self.activation, self.bias, seed=self.seeds[m],
                   init_scale=self.init_scale)
-        net.to(dtype=self.weights[0].dtype)
+        net.to(device=self.weights[0].device, dtype=self.weights[0].dtype)
         with torch.no_grad():
             for l, layer in enumerate(net.layers):
                 layer.weight.copy_(self.weights[l][m])
