@@ -15,6 +15,7 @@ is the stationarity residual, and every identity below holds with ``R_l`` added.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,7 +175,8 @@ def rank_bound(rhs: float, eps: float, K: int) -> int:
 
 
 def certificate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, loss: str,
-                labels: torch.Tensor | None = None, K: int | None = None) -> list[dict[str, float]]:
+                labels: "torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray] | None" = None,
+                K: int | None = None) -> list[dict[str, float]]:
     """The neural-rank-collapse certificate (our form of the paper's Theorem 3.1), for any weights.
 
     For every layer, with ``e_i = h_{l-1,i} - mu_{c(i)}`` for a partition into ``K``
@@ -190,24 +192,38 @@ def certificate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, 
     A_l + B_l + R_l`` (:func:`cluster_split`) with ``rank A_l <= K``, so
     ``dist_F(W_l, M_K) <= ||W_l - A_l/lambda||_F = ||B_l + R_l||_F / lambda``; then the
     triangle and Cauchy-Schwarz inequalities. At a stationary point ``R_l = 0``.
+
+    ``labels`` is one partition for every layer (a tensor or array of ``N``
+    integers in ``0..K-1``) or a list with one partition per layer, the one of layer
+    ``l`` partitioning its inputs ``h_{l-1}`` (e.g. k-means of each layer's
+    features). ``K`` defaults to the largest label plus one.
     """
     if lam <= 0:
         raise ValueError(f"the certificate divides by lambda; it needs lambda > 0, got {lam}")
-    labels = y if labels is None else labels
-    K = int(labels.max().item()) + 1 if K is None else K
     sigs = layer_signals(model, X, y, loss)
     grads = weight_gradients(model, X, y, loss)
+    if labels is None:
+        partitions = [torch.as_tensor(y)] * len(sigs)
+    elif isinstance(labels, (list, tuple)):
+        if len(labels) != len(sigs):
+            raise ValueError(f"labels has {len(labels)} partitions but the model has {len(sigs)} layers; "
+                             "give one partition per layer, or a single one for all")
+        partitions = [torch.as_tensor(np.asarray(p)) for p in labels]
+    else:
+        partitions = [torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)] * len(sigs)
     rows = []
-    for sig, g, W in zip(sigs, grads, [m.weight.detach().double() for m in linear_layers(model)]):
+    for sig, g, W, part in zip(sigs, grads, [m.weight.detach().double() for m in linear_layers(model)], partitions):
+        lab = part.long()
+        K_l = int(lab.max().item()) + 1 if K is None else int(K)
         N = sig.H.shape[0]
-        split = cluster_split(sig, labels, K)
-        e_norms = (sig.H - class_means(sig.H, labels, K)[labels.to(sig.H.device)]).norm(dim=1)
+        split = cluster_split(sig, lab, K_l)
+        e_norms = (sig.H - class_means(sig.H, lab, K_l)[lab.to(sig.H.device)]).norm(dim=1)
         d_norms = sig.D.norm(dim=1)
         res = (g + lam * W).norm().item() / lam
         tcv1, tcv2 = e_norms.sum().item(), e_norms.pow(2).sum().item()
         rows.append({
             "layer": sig.layer,
-            "tail": tail_distance(W, K),
+            "tail": tail_distance(W, K_l),
             "bound_exact": split.variability_part.norm().item() / lam + res,
             "bound_tcv1": d_norms.max().item() * tcv1 / (lam * N) + res,
             "bound_tcv2": d_norms.norm().item() * math.sqrt(tcv2) / (lam * N) + res,
@@ -215,7 +231,7 @@ def certificate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, 
             "relative_residual": _ratio((g + lam * W).norm().item(), lam * W.norm().item()),
             "tcv1": tcv1,
             "tcv2": tcv2,
-            "K": K,
+            "K": K_l,
             "lambda": lam,
             "N": N,
         })

@@ -590,3 +590,21 @@ def test_alignment_cosines_have_sign_and_value():
     b = torch.tensor([[1.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
     out = gradient_alignment([a, b, -b])
     assert np.allclose(out["cosine_successive"], [1 / math.sqrt(2), -1.0], atol=1e-12)
+
+
+def test_certificate_per_layer_partitions():
+    """A list of partitions, one per layer, gives layer l the row of a single-partition call with the l-th."""
+    X, y = make_data(40, 6, 3, seed=5)
+    model = make_model(6, [7, 5], 3, "tanh", False, 5)
+    g = torch.Generator().manual_seed(1)
+    parts = [torch.randint(0, 4, (40,), generator=g) for _ in range(3)]
+    rows = certificate(model, X, y, 0.05, "ce", labels=[p.numpy() for p in parts], K=4)
+    for l, p in enumerate(parts):
+        alone = certificate(model, X, y, 0.05, "ce", labels=p, K=4)[l]
+        assert rows[l] == pytest.approx(alone, rel=1e-12)
+    # distinct partitions do give distinct bounds (the list is not ignored)
+    assert rows[0]["bound_exact"] != certificate(model, X, y, 0.05, "ce", labels=parts[1], K=4)[0]["bound_exact"]
+    # a numpy array is accepted like the tensor it holds
+    assert certificate(model, X, y, 0.05, "ce", labels=y.numpy()) == certificate(model, X, y, 0.05, "ce")
+    with pytest.raises(ValueError, match="one partition per layer"):
+        certificate(model, X, y, 0.05, "ce", labels=parts[:2], K=4)
