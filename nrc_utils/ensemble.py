@@ -339,9 +339,9 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
     Xd, yd = X.to(dev, dtype), y.to(dev)
     histories, last = run_sgd_ensemble(ens, Xd, yd, sub)
     for j, (m, c) in enumerate(zip(todo, sub)):
-        net, history = ens.member(j), histories[j]
+        net, history, stop = ens.member(j), histories[j], None
         if c.polish_tol is not None:
-            _train.polish(net, Xd, yd, c, history)
+            stop = _train.polish(net, Xd, yd, c, history)
             Xm = Xd.to(next(net.parameters()).dtype)
             final = evaluate(net, Xm, yd, c)
             residuals = stationarity_residuals(net, Xm, yd, c.lam, c.loss, c.decay_bias) if c.lam > 0 else []
@@ -349,7 +349,7 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
             final = {k: last[k][j].item() for k in ("loss", "loss0", "acc", "residual")}
             residuals = last["residuals"][j].tolist() if c.lam > 0 else []
         net.cpu()
-        results[m] = TrainResult(net, c, history, residuals, final)
+        results[m] = TrainResult(net, c, history, residuals, final, polish_stop=stop)
         if keys[m] is not None:
             _train.save_result(*keys[m], results[m])
     return results  # type: ignore[return-value]

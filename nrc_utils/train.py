@@ -43,6 +43,11 @@ from .losses import accuracy, check_loss, sample_losses
 POLISH_METHOD = "lbfgs-float64-scaled-by-1/lambda^2"
 
 
+#: Why :func:`polish` stopped: the residual target, the wall-clock cap, a chunk that no longer
+#: lowered the loss, or the iteration cap.
+POLISH_STOPS = ("target", "time cap", "no progress", "iteration cap")
+
+
 class DivergenceError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and what to change."""
 
@@ -102,7 +107,9 @@ class TrainResult:
 
     ``history`` holds lists keyed ``step, phase, loss, loss0, acc, residual,
     seconds`` (``loss`` is ``L_lambda``, ``residual`` the largest per-layer
-    relative residual); ``residuals`` are the final per-layer residuals.
+    relative residual); ``residuals`` are the final per-layer residuals;
+    ``polish_stop`` says why L-BFGS stopped (:data:`POLISH_STOPS`), ``None``
+    when the run was not polished.
     """
 
     model: nn.Module
@@ -111,6 +118,7 @@ class TrainResult:
     residuals: list[float] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
     from_cache: bool = False
+    polish_stop: str | None = None
 
     @property
     def max_residual(self) -> float:
@@ -231,13 +239,14 @@ def run_sgd(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig
     _record(history, cfg.steps, "sgd", metrics, t0)
 
 
-def polish(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, history: dict[str, list]) -> None:
+def polish(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, history: dict[str, list]) -> str:
     """Stage 2: full-batch L-BFGS on ``L_lambda`` in float64 until every layer's residual is below ``polish_tol``.
 
     Runs in chunks of ``polish_chunk`` L-BFGS iterations, checking the residual
     after each, and stops at the target, at ``polish_max_iter`` iterations, after
     ``polish_max_seconds``, or when a chunk no longer lowers the loss (a
     non-smooth loss, e.g. ReLU, stalls there: its residual is reported as is).
+    Returns which of these stopped it (one of :data:`POLISH_STOPS`).
 
     L-BFGS minimises ``L_lambda / lambda^2`` (same minimisers, same stationary
     points). ``torch.optim.LBFGS`` keeps a curvature pair ``(s, y)`` only when
@@ -270,11 +279,14 @@ def polish(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
         metrics = evaluate(model, X, y, cfg)
         _check_finite(metrics["loss"], (c + 1) * cfg.polish_chunk, "L-BFGS", cfg)
         _record(history, start + (c + 1) * cfg.polish_chunk, "lbfgs", metrics, t0)
-        if metrics["residual"] < cfg.polish_tol or time.perf_counter() - t0 > cfg.polish_max_seconds:
-            break
+        if metrics["residual"] < cfg.polish_tol:
+            return "target"
+        if time.perf_counter() - t0 > cfg.polish_max_seconds:
+            return "time cap"
         if metrics["loss"] >= previous:
-            break
+            return "no progress"
         previous = metrics["loss"]
+    return "iteration cap"
 
 
 def fingerprint(X: torch.Tensor, y: torch.Tensor) -> str:
@@ -309,15 +321,19 @@ def load_result(key: str, model: nn.Module, cfg: TrainConfig) -> TrainResult | N
     if hit is None:
         return None
     arrays, meta = hit
+    if cfg.polish_tol is not None and meta.get("polish_stop") not in POLISH_STOPS:
+        return None  # written before polishing recorded why it stopped: recompute
     model.to(dtype=torch.float64 if cfg.dtype == "float64" or cfg.polish_tol is not None else torch.float32)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
-    return TrainResult(model, cfg, meta["history"], meta["residuals"], meta["final"], from_cache=True)
+    return TrainResult(model, cfg, meta["history"], meta["residuals"], meta["final"], from_cache=True,
+                       polish_stop=meta.get("polish_stop"))
 
 
 def save_result(key: str, config: dict, result: TrainResult) -> None:
     """Store a finished result (weights and record) under ``key``; ``config`` documents the entry."""
     arrays = {k: v.detach().cpu().numpy() for k, v in result.model.state_dict().items()}
-    _cache.save(key, arrays, {"history": result.history, "residuals": result.residuals, "final": result.final},
+    _cache.save(key, arrays, {"history": result.history, "residuals": result.residuals, "final": result.final,
+                                "polish_stop": result.polish_stop},
                 config=config)
 
 
@@ -382,13 +398,12 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     Xd, yd = X.to(dev, dtype), y.to(dev)
     start, buffers = checkpointer.resume(dev, dtype) if checkpointer else (0, None)
     run_sgd(model, Xd, yd, cfg, history, callback, start, buffers, checkpointer)
-    if cfg.polish_tol is not None:
-        polish(model, Xd, yd, cfg, history)
+    stop = polish(model, Xd, yd, cfg, history) if cfg.polish_tol is not None else None
     Xd = Xd.to(next(model.parameters()).dtype)
     final = evaluate(model, Xd, yd, cfg)
     residuals = stationarity_residuals(model, Xd, yd, cfg.lam, cfg.loss, cfg.decay_bias) if cfg.lam > 0 else []
     model.cpu()
-    result = TrainResult(model, cfg, history, residuals, final)
+    result = TrainResult(model, cfg, history, residuals, final, polish_stop=stop)
     if key is not None:
         save_result(key, key_config, result)
         checkpointer.discard()
@@ -403,7 +418,7 @@ def history_frame(result: TrainResult) -> "object":
 
 
 __all__ = [
-    "DivergenceError", "TrainConfig", "TrainResult", "batch_indices", "cache_key", "load_result", "save_result", "evaluate", "fingerprint", "history_frame",
+    "DivergenceError", "POLISH_STOPS", "TrainConfig", "TrainResult", "batch_indices", "cache_key", "load_result", "save_result", "evaluate", "fingerprint", "history_frame",
     "penalty", "polish", "regularised_loss", "run_sgd", "train",
 ]
 

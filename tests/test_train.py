@@ -133,6 +133,7 @@ def test_polish_reaches_stationarity(polished, mixture):
     assert np.allclose(again, result.residuals, rtol=1e-9, atol=0)
     assert math.isclose(result.final["residual"], max(result.residuals), rel_tol=1e-9)
     assert result.final["acc"] == 1.0  # separable mixture, s=0.3 in d=8
+    assert result.polish_stop == "target"
 
 
 def test_history_keys_and_residual_decrease(polished):
@@ -336,6 +337,31 @@ def test_cache_hit_of_polished_run_is_float64(mixture):
     assert second.from_cache
     assert all(p.dtype == torch.float64 for p in second.model.parameters())
     assert same_state(state(first.model), state(second.model))
+
+
+def test_polish_says_why_it_stopped(mixture):
+    """Each stop of train.polish is reported, kept by the cache, and absent without polishing."""
+    net = lambda: models.MLP(mixture.d, [6], 3, seed=1)  # noqa: E731
+    base = dict(lam=1e-2, lr=0.1, steps=20, polish_chunk=10)
+    cap = train.train(net(), mixture.X, mixture.y, TrainConfig(**base, polish_tol=1e-300, polish_max_iter=30),
+                      use_cache=False)
+    assert cap.polish_stop == "iteration cap"
+    assert cap.history["step"][-1] == 20 + 30 and cap.max_residual > 1e-300
+    timed = train.train(net(), mixture.X, mixture.y, TrainConfig(**base, polish_tol=1e-300, polish_max_seconds=0.0),
+                        use_cache=False)
+    assert timed.polish_stop == "time cap" and timed.history["step"][-1] == 20 + 10
+    reached = train.train(net(), mixture.X, mixture.y, TrainConfig(**base, polish_tol=1.0), use_cache=False)
+    assert reached.polish_stop == "target" and reached.max_residual < 1.0
+    # at the float64 floor a chunk no longer lowers the loss
+    flat = train.train(net(), mixture.X, mixture.y, TrainConfig(**base, polish_tol=1e-300, polish_max_iter=10**5,
+                                                                 polish_max_seconds=120), use_cache=False)
+    assert flat.polish_stop == "no progress"
+    assert flat.history["loss"][-1] >= flat.history["loss"][-2]
+    assert train.train(net(), mixture.X, mixture.y, TrainConfig(**base), use_cache=False).polish_stop is None
+    cfg = TrainConfig(**base, polish_tol=1e-300, polish_max_iter=30)
+    first = train.train(net(), mixture.X, mixture.y, cfg)
+    again = train.train(net(), mixture.X, mixture.y, cfg)
+    assert again.from_cache and again.polish_stop == first.polish_stop == "iteration cap"
 
 
 def test_corrupt_cache_entry_is_recomputed(mixture, cache_dir):
