@@ -30,7 +30,7 @@ import dataclasses
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -38,6 +38,7 @@ from torch import nn
 from .device import pick_device, progress
 from .losses import check_loss, sample_losses
 from .models import MLP, init_weights, layer_shapes, make_activation
+from . import cache as _cache
 from . import train as _train
 from .train import DivergenceError, TrainConfig, TrainResult, batch_indices, evaluate
 from .gradients import stationarity_residuals
@@ -231,12 +232,20 @@ def _divergence(ens_losses: torch.Tensor, cfgs: list[TrainConfig], step: int, ph
                            f"(lr={cfgs[0].lr}); lower the learning rate")
 
 
-def run_sgd_ensemble(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, cfgs: list[TrainConfig]
+def run_sgd_ensemble(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, cfgs: list[TrainConfig],
+                     histories: list[dict[str, list]] | None = None, start_step: int = 0,
+                     momentum_buffers: list[torch.Tensor | None] | None = None,
+                     checkpoint: Callable[[int, list[torch.Tensor | None]], None] | None = None,
                      ) -> tuple[list[dict[str, list]], dict[str, torch.Tensor]]:
     """Stage 1 for every member at once: ``steps`` of (mini-batch) SGD, each member with its own lambda and batches.
 
-    Records every ``record_every`` steps and at the end, like ``train.run_sgd``;
-    returns the histories and the final batched evaluation.
+    Records every ``record_every`` steps and at the end, like ``train.run_sgd``, into
+    ``histories`` (one record per member, new ones when ``None``); returns the
+    histories and the final batched evaluation. Resuming works as in
+    ``train.run_sgd``: pass the ``start_step``, the ``momentum_buffers`` (one per
+    stacked parameter) and the histories of a checkpoint, the weights already in
+    ``ens``; the members' batch sequences are replayed up to ``start_step``.
+    ``checkpoint(step, buffers)`` is called after every step with the steps done.
     """
     cfg = cfgs[0]
     M, N = ens.n_members, X.shape[0]
@@ -249,7 +258,9 @@ def run_sgd_ensemble(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, cfgs: l
         lam_p = lams if (not is_bias or cfg.decay_bias) else torch.zeros_like(lams)
         decays.append(lam_p.reshape(M, *([1] * (p.dim() - 1))))
     bufs: list[torch.Tensor | None] = [None] * len(params)
-    histories: list[dict[str, list]] = [{} for _ in range(M)]
+    if momentum_buffers is not None:
+        bufs = [None if b is None else b.to(p) for b, p in zip(momentum_buffers, params)]
+    histories = [{} for _ in range(M)] if histories is None else histories
     t0 = time.perf_counter()
 
     def record(step: int) -> dict[str, torch.Tensor]:
@@ -266,9 +277,11 @@ def run_sgd_ensemble(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, cfgs: l
 
     batches = [batch_indices(N, c.batch_size, c.steps, c.seed) for c in cfgs]
     for step in progress(range(cfg.steps), total=cfg.steps, desc=f"ensemble SGD, {M} members"):
+        idx = [next(b) for b in batches]
+        if step < start_step:
+            continue  # replay the batch order up to the checkpoint
         if step % cfg.record_every == 0:
             record(step)
-        idx = [next(b) for b in batches]
         if idx[0] is None:  # full batch: every member sees all of X
             xb, yb = X, y
         else:
@@ -289,13 +302,15 @@ def run_sgd_ensemble(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, cfgs: l
                         bufs[i].mul_(cfg.momentum).add_(d)
                     d = bufs[i]
                 p.add_(d, alpha=-cfg.lr)
+        if checkpoint is not None:
+            checkpoint(step + 1, bufs)
     return histories, record(cfg.steps)
 
 
 def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[float], seeds: Sequence[int],
                    X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, activation: str = "tanh", bias: bool = False,
                    init_scale: float = 1.0, device: str = "auto", polish: bool = True,
-                   use_cache: bool = True) -> list[TrainResult]:
+                   use_cache: bool = True, checkpoint_seconds: float = 60.0) -> list[TrainResult]:
     """Train member ``m`` with ``lambda = lams[m]`` from seed ``seeds[m]``, all members as one batched model.
 
     ``cfg.lam`` and ``cfg.seed`` are ignored: member ``m`` is trained with
@@ -312,6 +327,9 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
     cached under the key ``train.train`` uses for the single run
     ``train.train(MLP(d_in, widths, d_out, activation, bias, seed=seeds[m], init_scale), X, y, config_m)``,
     so either run hits the other's cache; members found in the cache are not trained.
+    While caching, the batched SGD stage saves a checkpoint every ``checkpoint_seconds``
+    (keyed by the members still to train) and an interrupted call resumes from it with
+    the same result; the checkpoint is removed once every member is cached.
     Raises ``train.DivergenceError`` naming the member (lambda, seed) and the step
     when a member's loss becomes NaN or infinite.
     """
@@ -337,7 +355,13 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
     sub = [cfgs[m] for m in todo]
     ens = MLPEnsemble(d_in, widths, d_out, [c.seed for c in sub], activation, bias, init_scale).to(dev, dtype)
     Xd, yd = X.to(dev, dtype), y.to(dev)
-    histories, last = run_sgd_ensemble(ens, Xd, yd, sub)
+    histories: list[dict[str, list]] = [{} for _ in sub]
+    checkpointer, start, buffers = None, 0, None
+    if use_cache:
+        key = _cache.config_key({"what": "ensemble-sgd", "members": [keys[m][0] for m in todo]})
+        checkpointer = _train._Checkpointer(key, ens, histories, checkpoint_seconds)
+        start, buffers = checkpointer.resume(dev, dtype)
+    histories, last = run_sgd_ensemble(ens, Xd, yd, sub, histories, start, buffers, checkpointer)
     for j, (m, c) in enumerate(zip(todo, sub)):
         net, history, stop = ens.member(j), histories[j], None
         if c.polish_tol is not None:
@@ -352,6 +376,8 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
         results[m] = TrainResult(net, c, history, residuals, final, polish_stop=stop)
         if keys[m] is not None:
             _train.save_result(*keys[m], results[m])
+    if checkpointer is not None:
+        checkpointer.discard()
     return results  # type: ignore[return-value]
 
 

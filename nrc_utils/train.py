@@ -338,9 +338,14 @@ def save_result(key: str, config: dict, result: TrainResult) -> None:
 
 
 class _Checkpointer:
-    """Saves the SGD state under ``<key>.partial`` at most every ``every_seconds`` (and nothing for short runs)."""
+    """Saves the SGD state under ``<key>.partial`` at most every ``every_seconds`` (and nothing for short runs).
 
-    def __init__(self, key: str, model: nn.Module, history: dict[str, list], every_seconds: float) -> None:
+    ``history`` is a run's record, or a list of records (one per ensemble member); it is
+    saved with the weights and momentum buffers and restored in place by :meth:`resume`.
+    """
+
+    def __init__(self, key: str, model: nn.Module, history: dict[str, list] | list[dict[str, list]],
+                 every_seconds: float) -> None:
         self.key, self.model, self.history, self.every = key + ".partial", model, history, every_seconds
         self.last = time.perf_counter()
 
@@ -361,7 +366,10 @@ class _Checkpointer:
         self.model.load_state_dict({k[len("model."):]: torch.from_numpy(v) for k, v in arrays.items()
                                     if k.startswith("model.")})
         self.model.to(device=dev, dtype=dtype)
-        self.history.update(meta["history"])
+        if isinstance(self.history, dict):
+            self.history.update(meta["history"])
+        else:
+            self.history[:] = meta["history"]
         buffers = [torch.from_numpy(arrays[f"momentum.{i}"]) if f"momentum.{i}" in arrays else None
                    for i in range(meta["n_buffers"])]
         return int(meta["step"]), buffers

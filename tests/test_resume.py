@@ -82,3 +82,48 @@ def test_building_a_model_leaves_the_global_rng_alone():
     models.MLP(5, [7], 2, seed=4)
     models.SmallCNN(seed=4)
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("stop_at", [1, 33])
+def test_interrupted_ensemble_resumes_to_the_same_result(monkeypatch, stop_at):
+    """An ensemble interrupted in its batched SGD stage resumes from the checkpoint to the same members."""
+    from nrc_utils import ensemble
+
+    ds, cfg = _problem()
+    lams, seeds = ensemble.grid([1e-3, 1e-2], [3, 4])
+
+    def run():
+        return ensemble.train_ensemble(8, [12, 12], 3, lams, seeds, ds.X, ds.y, cfg, bias=True, polish=False,
+                                       device="cpu")
+
+    monkeypatch.setenv("NRC_CACHE_DIR", str(cache.cache_dir().parent / "reference"))
+    reference = run()
+    monkeypatch.setenv("NRC_CACHE_DIR", str(cache.cache_dir().parent / "interrupted"))
+
+    original = train._Checkpointer.__call__
+    steps_seen = []
+
+    def interrupting(self, step, buffers):
+        self.every = 0.0  # checkpoint after every step
+        original(self, step, buffers)
+        steps_seen.append(step)
+        if step == stop_at:
+            raise _Interrupt
+
+    monkeypatch.setattr(train._Checkpointer, "__call__", interrupting)
+    with pytest.raises(_Interrupt):
+        run()
+    partial = list(cache.cache_dir().glob("*.partial.*"))
+    assert partial, "the interrupted ensemble left no checkpoint"
+
+    steps_seen.clear()
+    monkeypatch.setattr(train._Checkpointer, "__call__", lambda self, step, buffers: steps_seen.append(step))
+    resumed = run()
+    assert steps_seen[0] == stop_at + 1, "the resumed run did not start from the checkpoint"
+    for ref, res in zip(reference, resumed):
+        assert not res.from_cache
+        for (name, a), b in zip(ref.model.state_dict().items(), res.model.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+        assert res.history["step"] == ref.history["step"]
+        assert res.history["loss"] == pytest.approx(ref.history["loss"], rel=1e-5)
+    assert not list(cache.cache_dir().glob("*.partial.*")), "the checkpoint outlived the finished ensemble"
