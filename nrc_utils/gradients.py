@@ -203,14 +203,14 @@ def certificate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, 
     sigs = layer_signals(model, X, y, loss)
     grads = weight_gradients(model, X, y, loss)
     if labels is None:
-        partitions = [torch.as_tensor(y)] * len(sigs)
+        partitions = [y] * len(sigs)
     elif isinstance(labels, (list, tuple)):
         if len(labels) != len(sigs):
             raise ValueError(f"labels has {len(labels)} partitions but the model has {len(sigs)} layers; "
                              "give one partition per layer, or a single one for all")
-        partitions = [torch.as_tensor(np.asarray(p)) for p in labels]
+        partitions = [torch.as_tensor(p) for p in labels]
     else:
-        partitions = [torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)] * len(sigs)
+        partitions = [torch.as_tensor(labels)] * len(sigs)
     rows = []
     for sig, g, W, part in zip(sigs, grads, [m.weight.detach().double() for m in linear_layers(model)], partitions):
         lab = part.long()
