@@ -1,0 +1,44 @@
+"""Numbers and tables for the chapters' prose.
+
+A value glued into an "at most" or "at least" sentence must stay true once rounded for
+display: 0.9967 shown as "at least 0.997" is false. :func:`rounded` formats a value at a
+given precision and rounds in the safe direction.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def rounded(value: float, spec: str, direction: int) -> str:
+    """``value`` formatted with ``spec`` (``'.2f'``, ``'.1e'``, ``'.2g'``), rounded up (``direction=+1``)
+    or down (``direction=-1``) at the shown precision, so that "at most" (up) or "at least" (down)
+    the shown number stays true. Zero and non-finite values are formatted as they are.
+
+    ``rounded(0.9967, '.3f', -1) == '0.996'``; ``rounded(1.04e-7, '.1e', +1) == '1.1e-07'``.
+    """
+    if direction not in (-1, 1):
+        raise ValueError(f"direction must be +1 (round up) or -1 (round down), got {direction}")
+    if len(spec) < 3 or spec[0] != "." or spec[-1] not in "efg" or not spec[1:-1].isdigit():
+        raise ValueError(f"spec must look like '.2f', '.1e' or '.2g', got {spec!r}")
+    value = float(value)
+    text = format(value, spec)
+    shown = float(text)
+    if not math.isfinite(value) or value == 0 or (shown - value) * direction >= 0:
+        return text
+    n = int(spec[1:-1])
+    if spec[-1] == "f":
+        unit = 10.0 ** -n
+    else:  # 'e': n digits after the point; 'g': n significant digits
+        unit = 10.0 ** (math.floor(math.log10(abs(shown))) - (n if spec[-1] == "e" else max(n, 1) - 1))
+    return format(shown + direction * unit, spec)
+
+
+def table(df: "object", **kw: object) -> None:
+    """Show a pandas DataFrame as an HTML table without its index (empty cells for missing values)."""
+    from IPython.display import HTML, display
+
+    display(HTML(df.to_html(index=False, na_rep="", **kw)))  # type: ignore[attr-defined]
+
+
+__all__ = ["rounded", "table"]

@@ -1,0 +1,51 @@
+"""nrc_utils.report.rounded: shown bounds stay true."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nrc_utils.report import rounded
+
+
+@pytest.mark.parametrize("value, spec, direction, expected", [
+    (0.9967, ".3f", -1, "0.996"),
+    (0.9967, ".3f", +1, "0.997"),
+    (0.9075, ".2f", -1, "0.90"),
+    (0.04704, ".1e", +1, "4.8e-02"),
+    (1.04e-7, ".1e", +1, "1.1e-07"),
+    (5.6e4, ".0e", -1, "5e+04"),
+    (1.4e-13, ".0e", +1, "2e-13"),
+    (9.99, ".1f", +1, "10.0"),
+    (0.0, ".2f", +1, "0.00"),
+    (1.25, ".2f", +1, "1.25"),  # exactly representable at the precision: unchanged
+])
+def test_known_values(value, spec, direction, expected):
+    assert rounded(value, spec, direction) == expected
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(value=st.floats(min_value=-1e12, max_value=1e12, allow_nan=False).filter(lambda v: v == 0 or abs(v) > 1e-250),
+       spec=st.sampled_from([".0f", ".2f", ".3f", ".0e", ".1e", ".2e", ".1g", ".2g", ".3g"]),
+       direction=st.sampled_from([-1, 1]))
+def test_the_shown_number_bounds_the_value_within_one_unit(value, spec, direction):
+    text = rounded(value, spec, direction)
+    shown = float(text)
+    assert (shown - value) * direction >= 0
+    # and it is the next number at that precision, not a cruder one: within one unit of the last digit
+    n = int(spec[1:-1])
+    if spec[-1] == "f":
+        unit = 10.0 ** -n
+    else:
+        top = max(abs(value), abs(shown))
+        unit = 10.0 ** (math.floor(math.log10(top)) - (n if spec[-1] == "e" else max(n, 1) - 1)) if top else 0.0
+    assert abs(shown - value) <= unit * (1 + 1e-9)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="direction"):
+        rounded(1.0, ".2f", 0)
+    with pytest.raises(ValueError, match="spec"):
+        rounded(1.0, "2f", 1)
+    assert rounded(math.inf, ".1e", 1) == "inf"
