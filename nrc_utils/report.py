@@ -8,6 +8,7 @@ given precision and rounds in the safe direction.
 from __future__ import annotations
 
 import math
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 
 def rounded(value: float, spec: str, direction: int) -> str:
@@ -16,6 +17,7 @@ def rounded(value: float, spec: str, direction: int) -> str:
     the shown number stays true. Zero and non-finite values are formatted as they are.
 
     ``rounded(0.9967, '.3f', -1) == '0.996'``; ``rounded(1.04e-7, '.1e', +1) == '1.1e-07'``.
+    The rounding is done in exact decimal arithmetic on the float's value.
     """
     if direction not in (-1, 1):
         raise ValueError(f"direction must be +1 (round up) or -1 (round down), got {direction}")
@@ -23,15 +25,15 @@ def rounded(value: float, spec: str, direction: int) -> str:
         raise ValueError(f"spec must look like '.2f', '.1e' or '.2g', got {spec!r}")
     value = float(value)
     text = format(value, spec)
-    shown = float(text)
-    if not math.isfinite(value) or value == 0 or (shown - value) * direction >= 0:
+    if not math.isfinite(value) or value == 0 or (Decimal(text) - Decimal(value)) * direction >= 0:
         return text
     n = int(spec[1:-1])
+    exact = Decimal(value)
     if spec[-1] == "f":
-        unit = 10.0 ** -n
-    else:  # 'e': n digits after the point; 'g': n significant digits
-        unit = 10.0 ** (math.floor(math.log10(abs(shown))) - (n if spec[-1] == "e" else max(n, 1) - 1))
-    return format(shown + direction * unit, spec)
+        quantum = Decimal(1).scaleb(-n)
+    else:  # 'e': n digits after the point; 'g': n significant digits; in the value's own decade
+        quantum = Decimal(1).scaleb(exact.adjusted() - (n if spec[-1] == "e" else max(n, 1) - 1))
+    return format(float(exact.quantize(quantum, rounding=ROUND_CEILING if direction > 0 else ROUND_FLOOR)), spec)
 
 
 def table(df: "object", **kw: object) -> None:
