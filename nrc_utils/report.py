@@ -17,7 +17,8 @@ def rounded(value: float, spec: str, direction: int) -> str:
     the shown number stays true. Zero and non-finite values are formatted as they are.
 
     ``rounded(0.9967, '.3f', -1) == '0.996'``; ``rounded(1.04e-7, '.1e', +1) == '1.1e-07'``.
-    The rounding is done in exact decimal arithmetic on the float's value.
+    The rounding is done in exact decimal arithmetic on the float's value; a value shown as the
+    decimal it was written from (``3e-5`` as ``'3.0e-05'``) is left as it is.
     """
     if direction not in (-1, 1):
         raise ValueError(f"direction must be +1 (round up) or -1 (round down), got {direction}")
@@ -25,7 +26,8 @@ def rounded(value: float, spec: str, direction: int) -> str:
         raise ValueError(f"spec must look like '.2f', '.1e' or '.2g', got {spec!r}")
     value = float(value)
     text = format(value, spec)
-    if not math.isfinite(value) or value == 0 or (Decimal(text) - Decimal(value)) * direction >= 0:
+    # the shown text is kept when it reads back as the value itself or lies on the safe side of it
+    if not math.isfinite(value) or value == 0 or (float(text) - value) * direction >= 0:
         return text
     n = int(spec[1:-1])
     exact = Decimal(value)

@@ -22,6 +22,7 @@ from nrc_utils.report import rounded
     (9.99, ".1f", +1, "10.0"),
     (0.0, ".2f", +1, "0.00"),
     (1.25, ".2f", +1, "1.25"),  # exactly representable at the precision: unchanged
+    (3e-5, ".1e", +1, "3.0e-05"),  # the float nearest 3e-5 lies above it, but it is the number shown
 ])
 def test_known_values(value, spec, direction, expected):
     assert rounded(value, spec, direction) == expected
@@ -34,7 +35,8 @@ def test_known_values(value, spec, direction, expected):
 def test_the_shown_number_bounds_the_value_within_one_unit(value, spec, direction):
     text = rounded(value, spec, direction)
     shown = float(text)
-    assert (Decimal(text) - Decimal(value)) * direction >= 0  # exactly, not up to float rounding
+    # on the safe side exactly, or the very number that reads back as the value
+    assert (Decimal(text) - Decimal(value)) * direction >= 0 or shown == value
     # and it is the next number at that precision, not a cruder one: within one unit of the last digit
     n = int(spec[1:-1])
     if spec[-1] == "f":
