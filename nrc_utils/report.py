@@ -45,4 +45,33 @@ def table(df: "object", **kw: object) -> None:
     display(HTML(df.to_html(index=False, na_rep="", **kw)))  # type: ignore[attr-defined]
 
 
-__all__ = ["rounded", "table"]
+#: What a number of networks did, by the reason ``train.polish`` stopped (``TrainResult.polish_stop``),
+#: as a predicate after "k networks".
+STOP_PLURAL = {"no progress": "stopped when a chunk of L-BFGS iterations no longer lowered the loss",
+               "iteration cap": "stopped at the iteration cap", "time cap": "stopped at the time cap",
+               "not polished": "were not polished"}
+
+
+def stop_summary(results: "list", what: str) -> str:
+    """One sentence: how many of ``results`` (``train.TrainResult``) reached their polishing target,
+    and why the others stopped, with their largest residuals (rounded up).
+
+    ``stop_summary(results, "networks of the sweep")`` gives e.g. "4 of 5 networks of the sweep
+    reached the target 1e-06; 1 stopped at the iteration cap (residuals up to 3.2e-06)."
+    """
+    reasons = [r.polish_stop or "not polished" for r in results]
+    tol = results[0].config.polish_tol
+    n, m = reasons.count("target"), len(results)
+    if n == m:
+        worst = max(r.max_residual for r in results)
+        return f"All {m} {what} reached the target {tol:.0e} (largest residual at most {rounded(worst, '.1e', +1)})."
+    others = []
+    for key, predicate in STOP_PLURAL.items():
+        miss = [r for r, why in zip(results, reasons) if why == key]
+        if miss:
+            worst = max(r.max_residual for r in miss)
+            others.append(f"{len(miss)} {predicate} (residuals up to {rounded(worst, '.1e', +1)})")
+    return f"{n} of {m} {what} reached the target {tol:.0e}; " + "; ".join(others) + "."
+
+
+__all__ = ["STOP_PLURAL", "rounded", "stop_summary", "table"]

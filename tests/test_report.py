@@ -53,3 +53,20 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="spec"):
         rounded(1.0, "2f", 1)
     assert rounded(math.inf, ".1e", 1) == "inf"
+
+
+def test_stop_summary_counts_and_explains():
+    from types import SimpleNamespace
+
+    from nrc_utils.report import stop_summary
+
+    def result(stop, res):
+        return SimpleNamespace(polish_stop=stop, max_residual=res, config=SimpleNamespace(polish_tol=1e-6))
+
+    done = [result("target", 4e-7), result("target", 9.04e-7)]
+    assert stop_summary(done, "nets") == "All 2 nets reached the target 1e-06 (largest residual at most 9.1e-07)."
+    mixed = done + [result("no progress", 1.2e-6), result("iteration cap", 3e-5), result(None, 0.5)]
+    assert stop_summary(mixed, "nets") == (
+        "2 of 5 nets reached the target 1e-06; 1 stopped when a chunk of L-BFGS iterations no longer lowered "
+        "the loss (residuals up to 1.2e-06); 1 stopped at the iteration cap (residuals up to 3.0e-05); "
+        "1 were not polished (residuals up to 5.0e-01).")
