@@ -6,10 +6,16 @@ An ensemble of ``M`` members shares the architecture ``d_in -> widths -> d_out``
 is ``z_l^T = W_l h_{l-1}^T (+ b_l)`` with ``torch.bmm``/``torch.baddbmm``, so
 member ``m`` computes exactly ``f_m(x) = W_{L,m} s(... s(W_{1,m} x))``.
 
-Training minimises ``sum_m L_0^{(m)}``, the sum over members of each member's
-mean loss on its own mini-batch. No parameter is shared, so the gradient with
-respect to member ``m``'s weights is ``grad L_0^{(m)}`` exactly, and each member
-takes the step ``torch.optim.SGD(weight_decay=lambda_m, momentum=mu)`` takes
+Each member's gradient comes from back-propagation written out in the paper's
+notation (:func:`signals`), with no autograd graph: ``delta_{L,i} = d loss_i / d f``,
+``delta_{l,i} = s'(z_{l,i}) * W_{l+1}^T delta_{l+1,i}`` and
+
+    grad_{W_l} L_0^{(m)} = (1/B) sum_i delta_{l,i} h_{l-1,i}^T        (one torch.bmm for all members).
+
+On a CPU the batched products of small matrices run near the machine's
+matrix-multiply peak, so a step costs little besides them (benchmarks/benchmark.py,
+part 1). No parameter is shared, so member ``m``'s gradient is ``grad L_0^{(m)}``
+exactly, and each member takes the step ``torch.optim.SGD(weight_decay=lambda_m, momentum=mu)`` takes
 (SPEC: ``SGD(weight_decay=lambda)`` is the gradient step on
 ``L_lambda = L_0 + (lambda/2) sum_l ||W_l||_F^2``):
 
@@ -36,8 +42,8 @@ import torch
 from torch import nn
 
 from .device import pick_device, progress
-from .losses import check_loss, sample_losses
-from .models import MLP, init_weights, layer_shapes, make_activation
+from .losses import check_loss
+from .models import MLP, activation_derivative, init_weights, layer_shapes, make_activation
 from . import cache as _cache
 from . import train as _train
 from .train import DivergenceError, TrainConfig, TrainResult, batch_indices, evaluate
@@ -104,28 +110,17 @@ class MLPEnsemble(nn.Module):
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Outputs ``(M, N, d_out)`` for inputs ``X`` of shape ``(N, d_in)`` (shared) or ``(M, N, d_in)`` (per member).
 
-        Computed as ``z_l^T = W_l h_{l-1}^T (+ b_l)``, i.e. activations stored as
-        ``(M, d_l, N)``: then the weight gradients ``delta_l^T h_{l-1}`` come out
-        contiguous in the layout of ``W_l`` and the SGD update runs at memory speed.
+        Computed as ``z_l^T = W_l h_{l-1}^T (+ b_l)``, activations laid out ``(M, d_l, N)``
+        as in :func:`signals` (which training uses; this differentiable forward pass is
+        for inspecting the members).
         """
-        M = self.n_members
-        if X.dim() == 2 and X.shape[1] == self.d_in:
-            # shared inputs: one GEMM for the first layer of all members, (M d_1, d) @ (d, N)
-            W = self.weights[0]
-            hT = (W.reshape(-1, self.d_in) @ X.T).reshape(M, W.shape[1], X.shape[0])
-            if self.biases is not None:
-                hT = hT + self.biases[0][:, :, None]
-            start = 1
-        elif X.dim() == 3 and X.shape[0] == M and X.shape[2] == self.d_in:
-            hT, start = X.transpose(1, 2), 0
-        else:
-            raise ValueError(f"inputs must have shape (N, {self.d_in}) or ({M}, N, {self.d_in}), got {tuple(X.shape)}; "
-                             "flatten images to (N, d) first")
-        for l in range(start, self.depth):
+        hT = _inputs_T(self, X)
+        for l, W in enumerate(self.weights):
             if l > 0:
-                hT = self.act(hT)
-            W = self.weights[l]
-            hT = torch.bmm(W, hT) if self.biases is None else torch.baddbmm(self.biases[l][:, :, None], W, hT)
+                hT = _activate(self, hT)
+            hT = torch.matmul(W, hT)  # shared inputs: one (M d_1, d) @ (d, N) product for the first layer
+            if self.biases is not None:
+                hT = hT + self.biases[l][:, :, None]
         return hT.transpose(1, 2)
 
     def member(self, m: int) -> MLP:
@@ -146,12 +141,98 @@ class MLPEnsemble(nn.Module):
         return net
 
 
-def _member_losses(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """``L_0^{(m)} = (1/B) sum_{i in batch m} loss(f_m(x_i), y_i)``, shape ``(M,)``; ``y`` is ``(N,)`` or ``(M, N)``."""
-    out = ens(X)
-    M, B, K = out.shape
-    y = y.expand(M, B) if y.dim() == 1 else y
-    return sample_losses(out.reshape(M * B, K), y.reshape(M * B), loss).reshape(M, B).mean(1)
+def _inputs_T(ens: MLPEnsemble, X: torch.Tensor) -> torch.Tensor:
+    """``h_0^T``: ``(d_in, N)`` for inputs shared by all members, ``(M, d_in, N)`` for inputs ``(M, N, d_in)``."""
+    if X.dim() == 2 and X.shape[1] == ens.d_in:
+        return X.T
+    if X.dim() == 3 and X.shape[0] == ens.n_members and X.shape[2] == ens.d_in:
+        return X.transpose(1, 2)
+    raise ValueError(f"inputs must have shape (N, {ens.d_in}) or ({ens.n_members}, N, {ens.d_in}), got "
+                     f"{tuple(X.shape)}; flatten images to (N, d) first")
+
+
+def _activate(ens: MLPEnsemble, z: torch.Tensor) -> torch.Tensor:
+    """``h = s(z)``; tanh as ``2 sigmoid(2z) - 1``.
+
+    The identity is exact; computed, it differs from ``torch.tanh`` by at most
+    1.8e-7 in float32 and 3.3e-16 in float64. On the CPU build this book uses,
+    ``torch.tanh`` is not vectorised: for the 16 x 128 x 32 activations of a layer in
+    ``benchmarks/benchmark.py`` part 1 it takes 73 us on 2 threads, this way 28 us
+    (``torch.sigmoid`` alone 11 us); three layers a step, about a tenth of the step.
+    """
+    if ens.activation == "tanh":
+        return torch.sigmoid(2 * z).mul_(2).sub_(1)
+    return ens.act(z)
+
+
+def _output_signals(out: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample losses ``(M, N)`` and ``delta_L = d loss_i / d f`` ``(M, K, N)`` from outputs ``f`` laid out ``(M, K, N)``.
+
+    Square loss ``(1/2) ||f - e_y||^2``: ``delta_L = f - e_y``. Cross-entropy
+    ``-log p_y`` with ``p = softmax(f)``: ``delta_L = p - e_y``
+    (:mod:`nrc_utils.losses` defines both; ``y`` is ``(N,)`` or ``(M, N)``).
+    """
+    M, K, N = out.shape
+    target = torch.zeros_like(out).scatter_(1, y.expand(M, N).unsqueeze(1), 1.0)  # e_{y_i} in column i
+    if check_loss(loss) == "ce":
+        logp = torch.log_softmax(out, 1)
+        return -(logp * target).sum(1), logp.exp_().sub_(target)
+    delta = out - target
+    return 0.5 * delta.pow(2).sum(1), delta
+
+
+def signals(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, loss: str
+            ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Forward and backward pass of every member: ``(losses, outputs, inputs, deltas)``, nothing recorded for autograd.
+
+    ``losses[m, i] = loss(f_m(x_i), y_i)`` ``(M, N)``; ``outputs`` ``(M, K, N)``;
+    ``inputs[l-1] = h_{l-1}^T`` (``(M, d_{l-1}, N)``, or ``(d_in, N)`` for shared inputs)
+    and ``deltas[l-1] = delta_l^T = (d loss_i / d z_l)_i`` ``(M, d_l, N)`` for
+    ``l = 1 .. L`` (SPEC notation; :func:`nrc_utils.gradients.layer_signals` gives
+    the same for one network by autograd). The weight gradient of member ``m`` is
+    ``grad_{W_l} L_0 = (1/N) deltas[l-1][m] @ inputs[l-1][m]^T``, the bias gradient
+    ``(1/N) deltas[l-1][m].sum(1)``. ``X`` is ``(N, d_in)`` (shared) or ``(M, N, d_in)``;
+    ``y`` is ``(N,)`` or ``(M, N)``.
+    """
+    with torch.no_grad():
+        hT = _inputs_T(ens, X)
+        inputs, zs, hs = [], [], []
+        for l, W in enumerate(ens.weights):
+            inputs.append(hT)
+            z = torch.matmul(W, hT)  # shared inputs: one (M d_l, d) @ (d, N) product
+            if ens.biases is not None:
+                z += ens.biases[l][:, :, None]
+            if l < ens.depth - 1:
+                hT = _activate(ens, z)
+                zs.append(z)
+                hs.append(hT)
+        losses, delta = _output_signals(z, y, loss)
+        deltas = [delta]
+        for l in range(ens.depth - 1, 0, -1):  # delta_l = s'(z_l) * W_{l+1}^T delta_{l+1}
+            delta = torch.bmm(ens.weights[l].transpose(1, 2), delta)
+            delta *= activation_derivative(ens.activation, zs[l - 1], hs[l - 1])
+            deltas.append(delta)
+    return losses, z, inputs, deltas[::-1]
+
+
+def _add_gradient_(out: torch.Tensor, delta: torch.Tensor, hT: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """``out += alpha * sum_i delta_i h_i^T`` per member (``hT is None``: ``out += alpha * sum_i delta_i``, a bias)."""
+    if hT is None:
+        return out.add_(delta.sum(2), alpha=alpha)
+    if hT.dim() == 2:  # inputs shared by all members
+        return out.add_(torch.matmul(delta, hT.T), alpha=alpha)
+    return out.baddbmm_(delta, hT.transpose(1, 2), alpha=alpha)
+
+
+def _gradient_terms(ens: MLPEnsemble, inputs: list[torch.Tensor], deltas: list[torch.Tensor]
+                    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``(delta_l, h_{l-1}^T)`` for each parameter of ``ens.params()`` in order (``None`` in place of ``h`` for a bias)."""
+    terms = []
+    for hT, delta in zip(inputs, deltas):
+        terms.append((delta, hT))
+        if ens.biases is not None:
+            terms.append((delta, None))
+    return terms
 
 
 def _penalties(ens: MLPEnsemble, decay_bias: bool) -> torch.Tensor:
@@ -170,26 +251,22 @@ def evaluate_ensemble(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, lams: 
     penalty``; ``residuals[m, l] = ||grad_{Theta_l} L_0 + lambda_m Theta_l||_F /
     ||lambda_m Theta_l||_F`` (:func:`nrc_utils.gradients.stationarity_residuals`,
     undecayed biases in the numerator only), ``residual`` its maximum over layers
-    (NaN when ``lambda_m = 0``). Gradients come from one backward pass of
-    ``sum_m L_0^{(m)}``, accumulated over chunks of samples.
+    (NaN when ``lambda_m = 0``).
+    Gradients come from :func:`signals`, accumulated over chunks of samples.
     """
     M, N = ens.n_members, X.shape[0]
     chunk = max(1, EVAL_ELEMENTS // (M * max([ens.d_in, *ens.widths, ens.d_out])))
-    params = ens.params()
-    grads = [torch.zeros_like(p) for p in params]
+    grads = [torch.zeros_like(p) for p in ens.params()]
     loss_sum = torch.zeros(M, dtype=torch.float64, device=X.device)
     correct = torch.zeros(M, dtype=torch.float64, device=X.device)
-    with torch.enable_grad():
+    with torch.no_grad():
         for start in range(0, N, chunk):
             xb, yb = X[start:start + chunk], y[start:start + chunk]
-            out = ens(xb)
-            B, K = out.shape[1], out.shape[2]
-            per_sample = sample_losses(out.reshape(M * B, K), yb.expand(M, B).reshape(M * B), loss).reshape(M, B)
-            for g, gc in zip(grads, torch.autograd.grad(per_sample.sum() / N, params)):
-                g += gc
-            loss_sum += per_sample.detach().double().sum(1)
-            correct += (out.detach().argmax(-1) == yb).double().sum(1)
-    with torch.no_grad():
+            per_sample, out, inputs, deltas = signals(ens, xb, yb, loss)
+            for g, (delta, hT) in zip(grads, _gradient_terms(ens, inputs, deltas)):
+                _add_gradient_(g, delta, hT, 1 / N)
+            loss_sum += per_sample.double().sum(1)
+            correct += (out.argmax(1) == yb).double().sum(1)
         L0 = loss_sum / N
         L = L0 + lams.double() * _penalties(ens, decay_bias).double()
         lam3 = lams.double()[:, None, None]
@@ -287,21 +364,22 @@ def run_sgd_ensemble(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, cfgs: l
         else:
             flat = torch.cat(idx).to(X.device)
             xb, yb = X[flat].reshape(M, -1, X.shape[1]), y[flat].reshape(M, -1)
-        with torch.enable_grad():
-            L0 = _member_losses(ens, xb, yb, cfg.loss)
-            grads = torch.autograd.grad(L0.sum(), params)
-        if not torch.isfinite(L0).all():
-            raise _divergence(L0.detach(), cfgs, step, "SGD")
+        per_sample, _, inputs, deltas = signals(ens, xb, yb, cfg.loss)
+        if not torch.isfinite(per_sample).all():
+            raise _divergence(per_sample.mean(1), cfgs, step, "SGD")
+        B = per_sample.shape[1]
         with torch.no_grad():
-            for i, (p, g) in enumerate(zip(params, grads)):
-                d = g.addcmul_(decays[i], p)  # grad L_0 + lambda_m W (in place: g is ours)
-                if cfg.momentum != 0:
-                    if bufs[i] is None:
-                        bufs[i] = d
-                    else:
-                        bufs[i].mul_(cfg.momentum).add_(d)
-                    d = bufs[i]
-                p.add_(d, alpha=-cfg.lr)
+            for i, (p, (delta, hT)) in enumerate(zip(params, _gradient_terms(ens, inputs, deltas))):
+                # d = grad L_0 + lambda_m W with grad L_0 = (1/B) sum_i delta_i h_i^T, added in place
+                if cfg.momentum == 0:  # W <- W - lr lambda_m W - lr grad L_0
+                    # (not (1 - lr lambda_m) W: that factor, rounded, would shrink W a little wrongly at every step)
+                    _add_gradient_(p.addcmul_(decays[i], p, value=-cfg.lr), delta, hT, -cfg.lr / B)
+                    continue
+                if bufs[i] is None:  # buf = d
+                    bufs[i] = _add_gradient_(decays[i] * p, delta, hT, 1 / B)
+                else:  # buf = mu buf + d
+                    _add_gradient_(bufs[i].mul_(cfg.momentum).addcmul_(decays[i], p), delta, hT, 1 / B)
+                p.sub_(bufs[i], alpha=cfg.lr)
         if checkpoint is not None:
             checkpoint(step + 1, bufs)
     return histories, record(cfg.steps)

@@ -34,6 +34,27 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def activation_derivative(name: str, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``s'(z)`` of the activation ``name``, given ``z`` and ``h = s(z)``, as PyTorch's own backward computes it.
+
+    tanh: ``1 - h^2``; relu: ``1[z > 0]``; gelu (exact): ``Phi(z) + z phi(z)``;
+    softplus (``beta = 1``, linear above ``threshold = 20``): ``sigmoid(z)``, 1 above 20;
+    identity: 1. Used by the batched back-propagation of :mod:`nrc_utils.ensemble`;
+    ``tests/test_models.py`` checks each against autograd.
+    """
+    if name == "tanh":
+        return 1 - h * h
+    if name == "relu":
+        return (z > 0).to(z.dtype)
+    if name == "gelu":
+        return 0.5 * (1 + torch.erf(z * math.sqrt(0.5))) + z * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    if name == "softplus":
+        return torch.where(z > 20, torch.ones_like(z), torch.sigmoid(z))
+    if name == "identity":
+        return torch.ones_like(z)
+    raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}")
+
+
 def layer_shapes(d_in: int, widths: Sequence[int], d_out: int) -> list[tuple[int, int]]:
     """Shapes ``(d_l, d_{l-1})`` of ``W_1 .. W_L`` for an MLP ``d_in -> widths -> d_out``."""
     dims = [d_in, *widths, d_out]

@@ -196,3 +196,33 @@ def test_residual_at_zero_weights_is_zero(digits256):
     for m in range(2):
         ref = stationarity_residuals(ens.member(m), X, y, 1e-2, "mse")
         np.testing.assert_allclose(metrics["residuals"][m].numpy(), ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu", "softplus", "identity"])
+@pytest.mark.parametrize("loss,bias,shared", [("mse", False, True), ("ce", True, False), ("ce", False, True),
+                                              ("mse", True, False)])
+def test_signals_equal_autograd_for_every_member(digits256, activation, loss, bias, shared):
+    """The batched back-propagation gives each member's losses, h_{l-1} and delta_l exactly as autograd does."""
+    from nrc_utils.gradients import layer_signals
+    from nrc_utils.losses import sample_losses
+
+    X, y = digits256[0][:40].double(), digits256[1][:40]
+    ens = ensemble.MLPEnsemble(64, WIDTHS, 10, seeds=[0, 1, 2], activation=activation, bias=bias).double()
+    with torch.no_grad():
+        for b in (ens.biases or []):
+            b.normal_()  # nonzero biases, so a missing bias term would show
+    if shared:
+        xb, yb = X, y
+    else:  # each member its own 20 samples
+        picks = [torch.arange(m, m + 20) for m in range(3)]
+        xb, yb = torch.stack([X[p] for p in picks]), torch.stack([y[p] for p in picks])
+    losses, out, inputs, deltas = ensemble.signals(ens, xb, yb, loss)
+    for m in range(3):
+        net = ens.member(m)
+        xm, ym = (xb, yb) if shared else (xb[m], yb[m])
+        torch.testing.assert_close(out[m].T, net(xm), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(losses[m], sample_losses(net(xm), ym, loss), rtol=1e-12, atol=1e-12)
+        for l, ref in enumerate(layer_signals(net, xm, ym, loss)):
+            h = inputs[l] if inputs[l].dim() == 2 else inputs[l][m]
+            torch.testing.assert_close(h.T, ref.H, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(deltas[l][m].T, ref.D, rtol=1e-10, atol=1e-12)

@@ -122,6 +122,24 @@ def test_activations_are_the_named_functions():
     assert set(models.SMOOTH_ACTIVATIONS) == {"tanh", "gelu", "softplus", "identity"}
 
 
+@pytest.mark.parametrize("name", sorted(models.ACTIVATIONS))
+def test_activation_derivative_equals_autograd(name):
+    # points on both sides of relu's kink and of softplus's threshold 20, and large |z| for tanh/gelu
+    z = torch.cat([torch.linspace(-30, 30, 241, dtype=torch.float64), torch.tensor([-1e-3, 1e-3, 19.99, 20.01],
+                                                                                   dtype=torch.float64)])
+    z.requires_grad_(True)
+    h = models.make_activation(name)(z)
+    (expected,) = torch.autograd.grad(h.sum(), z)
+    got = models.activation_derivative(name, z.detach(), h.detach())
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_activation_derivative_refuses_unknown_names():
+    x = torch.zeros(3)
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        models.activation_derivative("swish", x, x)
+
+
 @pytest.mark.parametrize("factory", [
     lambda: models.make_activation("swish"),
     lambda: models.MLP(3, [4], 2, activation="Tanh"),
