@@ -1,0 +1,99 @@
+"""nrc_utils.truncation: truncated networks have the ranks and distances Eckart-Young says,
+the truncation curve equals truncating one rank at a time, standardisation uses training
+statistics only."""
+
+import numpy as np
+import pytest
+import torch
+
+from nrc_utils import data, models, spectral, truncation
+
+
+def _net(seed=0, widths=(12, 9), d_in=7, d_out=4, bias=False):
+    return models.MLP(d_in, list(widths), d_out, activation="tanh", bias=bias, seed=seed).double()
+
+
+@pytest.mark.parametrize("r", [0, 1, 3, 5])
+def test_truncate_gives_rank_and_eckart_young_distance(r):
+    net = _net()
+    cut = truncation.truncate(net, r)
+    for W, Wr in zip(models.weight_matrices(net), models.weight_matrices(cut)):
+        W, Wr = W.detach(), Wr.detach()
+        assert spectral.numerical_rank(Wr, 1e-10) == min(r, min(W.shape))
+        # the distance is the tail of the singular values (best rank-r approximation)
+        assert torch.linalg.norm(W - Wr).item() == pytest.approx(spectral.tail_distance(W, r), rel=1e-9, abs=1e-12)
+        # the kept singular values are the top r of W
+        s, sr = spectral.singular_values(W), spectral.singular_values(Wr)
+        np.testing.assert_allclose(sr[:r], s[:r], rtol=1e-10)
+
+
+def test_truncate_leaves_original_and_full_rank_layers_alone():
+    net = _net(bias=True)
+    before = [p.detach().clone() for p in net.parameters()]
+    cut = truncation.truncate(net, 100)
+    for p, q, b in zip(net.parameters(), cut.parameters(), before):
+        assert torch.equal(p.detach(), b)
+        assert torch.equal(q.detach(), b)
+    cut1 = truncation.truncate(net, 1)
+    for layer, layer1 in zip(models.weight_layers(net), models.weight_layers(cut1)):
+        assert torch.equal(layer.bias, layer1.bias)  # biases untouched
+    for p, b in zip(net.parameters(), before):
+        assert torch.equal(p.detach(), b)
+
+
+def test_truncate_per_layer_ranks_and_bad_input():
+    net = _net()
+    cut = truncation.truncate(net, [2, 9, 1])
+    ranks = [spectral.numerical_rank(W.detach(), 1e-10) for W in models.weight_matrices(cut)]
+    assert ranks == [2, 9, 1]  # W_2 (9 x 12) has full rank 9, kept whole
+    with pytest.raises(ValueError):
+        truncation.truncate(net, [1, 2])
+    with pytest.raises(ValueError):
+        truncation.truncate(net, -1)
+
+
+def test_truncate_relative_keeps_numerical_rank():
+    net = _net(seed=3)
+    with torch.no_grad():  # make the spectra decay so the threshold bites
+        for layer in models.weight_layers(net):
+            U, S, Vh = torch.linalg.svd(layer.weight, full_matrices=False)
+            layer.weight.copy_((U * (S * 0.3 ** torch.arange(S.numel()))) @ Vh)
+    for rtol in (1e-1, 5e-2):
+        cut = truncation.truncate_relative(net, rtol)
+        for W, Wr in zip(models.weight_matrices(net), models.weight_matrices(cut)):
+            expected = spectral.numerical_rank(W.detach(), rtol)
+            assert spectral.numerical_rank(Wr.detach(), 1e-12) == expected
+            assert expected < min(W.shape)
+
+
+def test_truncation_curve_matches_truncate_one_rank_at_a_time():
+    torch.manual_seed(0)
+    net = _net(seed=1)
+    X = torch.randn(200, 7, dtype=torch.float64)
+    y = net(X).argmax(1)  # labels the full network gets right
+    ranks = [1, 2, 3, 5, 9, 12]
+    curve = truncation.truncation_curve(net, X, y, ranks)
+    expected = [truncation.accuracy(truncation.truncate(net, r), X, y) for r in ranks]
+    np.testing.assert_array_equal(curve, expected)
+    assert curve[-1] == 1.0  # r = full rank is the network itself
+    assert curve[0] < 1.0  # rank one in every layer changes some predictions of a random net
+
+
+def test_standardize_uses_training_statistics_only():
+    g = torch.Generator().manual_seed(0)
+    Xtr = torch.rand(50, 1, 3, 3, generator=g)
+    Xtr[:, 0, 0, 0] = 0.25  # a constant pixel: only centred
+    Xte = torch.rand(20, 1, 3, 3, generator=g) + 5.0
+    tr = data.Dataset(Xtr, torch.zeros(50, dtype=torch.long), 2, "a")
+    te = data.Dataset(Xte, torch.ones(20, dtype=torch.long), 2, "b")
+    str_, ste = truncation.standardize(tr, te)
+    assert str_.X.shape == (50, 9) and ste.X.shape == (20, 9)
+    torch.testing.assert_close(str_.X.double().mean(0), torch.zeros(9, dtype=torch.float64), atol=1e-6, rtol=0)
+    std = str_.X.double().std(0, unbiased=False)
+    assert std[0] == 0 and torch.allclose(std[1:], torch.ones(8, dtype=torch.float64), atol=1e-5)
+    # the test set is mapped with the training statistics: its shift of +5 survives
+    flat_tr, flat_te = Xtr.reshape(50, 9).double(), Xte.reshape(20, 9).double()
+    s = flat_tr.std(0, unbiased=False)
+    s[0] = 1.0
+    torch.testing.assert_close(ste.X.double(), ((flat_te - flat_tr.mean(0)) / s).float().double())
+    assert ste.y.tolist() == [1] * 20 and ste.K == 2
