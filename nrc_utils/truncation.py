@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import losses
 from .data import Dataset
 from .models import weight_layers
 
@@ -50,8 +51,8 @@ def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
     computed in the model's dtype and on its device."""
     p = next(model.parameters())
     with torch.no_grad():
-        pred = model(X.to(device=p.device, dtype=p.dtype)).argmax(1)
-    return float((pred.cpu() == y.cpu()).double().mean())
+        out = model(X.to(device=p.device, dtype=p.dtype))
+    return losses.accuracy(out.cpu(), y.cpu())
 
 
 def _check_rank(r: int) -> int:
