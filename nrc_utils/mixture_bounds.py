@@ -39,6 +39,7 @@ definition of ``nrc_utils.collapse``); ``Lip`` is the Lipschitz constant of ``s`
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Sequence
 
@@ -48,8 +49,8 @@ from torch import nn
 
 from .collapse import collapse_stats
 from .gradients import certificate, layer_signals
-from .losses import sample_losses
 from .spectral import tail_distance
+from .train import penalty, regularised_loss
 
 __all__ = ["LIPSCHITZ", "chi_mean", "expected_tcv", "propagation", "norm_budget", "mixture_bounds",
            "predicted_exponents", "loglog_slope"]
@@ -138,17 +139,13 @@ def propagation(model: nn.Module, X: torch.Tensor, labels: Any, K: int | None = 
 
 
 def _double_copy(model: nn.Module) -> nn.Module:
-    import copy
     return copy.deepcopy(model).double()
 
 
 def initial_loss(model0: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, loss: str) -> float:
     """``L_lambda(Theta_0) = L_0(Theta_0) + (lambda/2) sum_l ||W_l||_F^2`` of the starting network (float64)."""
-    m64 = _double_copy(model0)
     with torch.no_grad():
-        L0 = float(sample_losses(m64(X.double()), y, loss).mean())
-        pen = sum(float(layer.weight.pow(2).sum()) for layer in m64.layers)
-    return L0 + 0.5 * lam * pen
+        return float(regularised_loss(_double_copy(model0), X.double(), y, lam, loss)[0])
 
 
 def norm_budget(model0: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, loss: str) -> float:
@@ -185,7 +182,8 @@ def mixture_bounds(model: nn.Module, model0: nn.Module, X: torch.Tensor, y: torc
     sqrt_tcv2_x = math.sqrt(collapse_stats(X64, y, K).tcv2)
     loss_init = initial_loss(model0, X, y, lam, loss)
     with torch.no_grad():
-        loss_now = float(sample_losses(m64(X64), y, loss).mean()) + 0.5 * lam * sum(float(W.pow(2).sum()) for W in Ws)
+        loss_now = float(regularised_loss(m64, X64, y, lam, loss)[0])
+        sq_norms = 2.0 * float(penalty(m64))
     budget = 2.0 * loss_init / lam
     if loss == "mse":
         prior = (lip ** (L - 1) / lam) * (budget / (L - 1)) ** ((L - 1) / 2) \
@@ -201,7 +199,7 @@ def mixture_bounds(model: nn.Module, model0: nn.Module, X: torch.Tensor, y: torc
             "layer": l, "tail": tail_distance(Ws[l - 1], K), "bound_tcv2": c["bound_tcv2"],
             "chain": chain + c["residual_term"], "a_priori": prior + c["residual_term"],
             "residual_term": c["residual_term"], "loss": loss_now, "loss_init": loss_init,
-            "descended": loss_now <= loss_init, "sq_norms": sum(float(W.pow(2).sum()) for W in Ws),
+            "descended": loss_now <= loss_init, "sq_norms": sq_norms,
             "budget": budget,
         })
     return rows
