@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ from .spectral import tail_distance
 from .train import penalty, regularised_loss
 
 __all__ = ["LIPSCHITZ", "chi_mean", "expected_tcv", "propagation", "norm_budget", "mixture_bounds",
-           "predicted_exponents", "loglog_slope"]
+           "predicted_exponents"]
 
 #: Lipschitz constants of the activations of ``nrc_utils.models`` (``sup |s'|``). GELU's
 #: derivative ``Phi(z) + z phi(z)`` peaks at ``z = sqrt(2)``.
@@ -209,13 +209,3 @@ def predicted_exponents(L: int) -> dict[str, float]:
     """Exponents of the a priori bound ``O(s^a lambda^b)`` for depth ``L``: ``a = 1``, ``b = -(L+1)/2``
     (in the regime ``lambda ||Theta_0||^2 << L_0(Theta_0)``)."""
     return {"s": 1.0, "lambda": -(L + 1) / 2.0}
-
-
-def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
-    """Least-squares slope of ``log y`` against ``log x`` over the points with ``x, y > 0`` finite
-    (NaN when fewer than two such points or a single distinct ``x``)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 2 or np.unique(x[ok]).size < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])

@@ -8,7 +8,10 @@ given precision and rounds in the safe direction.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+import numpy as np
 
 
 def rounded(value: float, spec: str, direction: int) -> str:
@@ -74,4 +77,23 @@ def stop_summary(results: "list", what: str) -> str:
     return f"{n} of {m} {what} reached the target {tol:.0e}; " + "; ".join(others) + "."
 
 
-__all__ = ["STOP_PLURAL", "rounded", "stop_summary", "table"]
+_SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def subscript(text: object) -> str:
+    """``text`` with its digits as subscripts, for tables and glued text where no math is rendered:
+    ``"W" + subscript(3) == "W₃"``."""
+    return str(text).translate(_SUBSCRIPTS)
+
+
+def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of ``log y`` against ``log x`` over the points with ``x, y > 0`` finite
+    (NaN when fewer than two such points or a single distinct ``x``)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2 or np.unique(x[ok]).size < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+
+
+__all__ = ["STOP_PLURAL", "loglog_slope", "rounded", "stop_summary", "subscript", "table"]

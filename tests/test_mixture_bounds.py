@@ -99,12 +99,5 @@ def test_refuses_biases_and_unknown_activations():
         mb.propagation(model, mix.X, mix.y)
 
 
-def test_loglog_slope_recovers_power_laws():
-    x = np.array([0.01, 0.03, 0.1, 0.3])
-    assert mb.loglog_slope(x, 5 * x ** -1.5) == pytest.approx(-1.5)
-    assert mb.loglog_slope(x, np.array([1.0, 0.0, np.nan, 2.0])) == pytest.approx(math.log(2) / math.log(30))
-    assert math.isnan(mb.loglog_slope([1.0, 1.0], [1.0, 2.0]))
-
-
 def test_predicted_exponents():
     assert mb.predicted_exponents(4) == {"s": 1.0, "lambda": -2.5}

@@ -1,12 +1,14 @@
-"""nrc_utils.report.rounded: shown bounds stay true."""
+"""nrc_utils.report: shown bounds stay true; slopes and subscripts for the prose."""
 
 import math
 from decimal import Decimal
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nrc_utils import report
 from nrc_utils.report import rounded
 
 
@@ -70,3 +72,15 @@ def test_stop_summary_counts_and_explains():
         "2 of 5 nets reached the target 1e-06; 1 stopped when a chunk of L-BFGS iterations no longer lowered "
         "the loss (residuals up to 1.2e-06); 1 stopped at the iteration cap (residuals up to 3.0e-05); "
         "1 were not polished (residuals up to 5.0e-01).")
+
+
+def test_loglog_slope_recovers_power_laws():
+    x = np.array([0.01, 0.03, 0.1, 0.3])
+    assert report.loglog_slope(x, 5 * x ** -1.5) == pytest.approx(-1.5)
+    assert report.loglog_slope(x, np.array([1.0, 0.0, np.nan, 2.0])) == pytest.approx(math.log(2) / math.log(30))
+    assert math.isnan(report.loglog_slope([1.0, 1.0], [1.0, 2.0]))
+
+
+def test_subscript_turns_digits_into_subscripts():
+    assert "W" + report.subscript(12) == "W₁₂"
+    assert report.subscript("H_3") == "H_₃"
