@@ -53,6 +53,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
+from .spectral import ratio
+
 __all__ = [
     "CollapseStats",
     "CollapseAccumulator",
@@ -139,13 +141,6 @@ def _labels(labels: Any, B: int, K: int) -> np.ndarray:
             "pass the right K"
         )
     return labels
-
-
-def _ratio(a: float, b: float) -> float:
-    """``a / b`` for ``a, b >= 0``, with ``x / 0 = inf`` and ``0 / 0 = nan``."""
-    if b > 0:
-        return float(a / b)
-    return float("nan") if a == 0 else float("inf")
 
 
 class CollapseAccumulator:
@@ -301,13 +296,13 @@ class CollapseAccumulator:
             tr_between=tr_between,
             tr_total=tr_total,
             nc1=nc1,
-            within_between_ratio=_ratio(tr_within, tr_between),
+            within_between_ratio=ratio(tr_within, tr_between),
             cdnv=cdnv,
             cdnv_matrix=cdnv_matrix,
             tcv1=tcv1,
             tcv2=tcv2,
-            tcv1_normalised=_ratio(tcv1, self._total_norm),
-            tcv2_normalised=_ratio(tcv2, self._total_sq),
+            tcv1_normalised=ratio(tcv1, self._total_norm),
+            tcv2_normalised=ratio(tcv2, self._total_sq),
             rank_between=int(self._s.size),
         )
 

@@ -54,6 +54,7 @@ __all__ = [
     "cifar10",
     "load",
     "available",
+    "standardize",
     "NAMES",
 ]
 
@@ -512,6 +513,19 @@ def cifar10(root: str | os.PathLike | None = None, train: bool = True, download:
 # --------------------------------------------------------------------------------------
 # Dispatch
 # --------------------------------------------------------------------------------------
+
+
+def standardize(train: Dataset, *others: Dataset) -> tuple[Dataset, ...]:
+    """``(train, *others)`` flattened to ``(N, d)``, each pixel ``j`` mapped to
+    ``(x_j - m_j) / s_j`` with ``m_j, s_j`` the mean and (population) standard deviation of
+    pixel ``j`` over ``train``; pixels constant over ``train`` (``s_j = 0``) are only centred.
+    Statistics in float64, results float32. Used for image data fed to an MLP (chapter 6): the
+    test set is mapped with the *training* statistics, so no test statistic leaks."""
+    flats = [ds.flat() for ds in (train, *others)]
+    X = flats[0].X.double()
+    mean, std = X.mean(0), X.std(0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return tuple(Dataset(((f.X.double() - mean) / std).float(), f.y, f.K, f.name) for f in flats)
 
 
 def _canonical_name(name: str) -> str:

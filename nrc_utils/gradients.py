@@ -24,7 +24,7 @@ from torch import nn
 
 from .losses import sample_losses
 from .models import weight_layers
-from .spectral import singular_values, tail_distance
+from .spectral import ratio, singular_values, tail_distance
 
 
 @dataclass
@@ -113,19 +113,13 @@ def stationarity_residuals(model: nn.Module, X: torch.Tensor, y: torch.Tensor, l
             b_decay = lam if decay_bias else 0.0
             num = num + (grads[id(m.bias)].double() + b_decay * m.bias.double()).pow(2).sum()
             den = den + (b_decay * m.bias.double()).pow(2).sum()
-        out.append(math.sqrt(_ratio(num.item(), den.item())))
+        out.append(math.sqrt(_relative_residual(num.item(), den.item())))
     return out
 
 
 def minibatch_gradient(sig: LayerSignals, batch: torch.Tensor) -> torch.Tensor:
     """``G_B = sum_{i in B} delta_{l,i} h_{l-1,i}^T`` (Proposition 3.1: rank at most ``|B|``)."""
     return sig.D[batch].T @ sig.H[batch]
-
-
-def numerical_rank_of(M: torch.Tensor, rtol: float = 1e-10) -> int:
-    """Exact-arithmetic rank proxy for gradient matrices: ``#{sigma_j > rtol * sigma_1}`` in float64."""
-    s = singular_values(M)
-    return int((s > rtol * s[0]).sum()) if s.size and s[0] > 0 else 0
 
 
 def class_means(H: torch.Tensor, labels: torch.Tensor, K: int) -> torch.Tensor:
@@ -162,11 +156,11 @@ def cluster_split(sig: LayerSignals, labels: torch.Tensor, K: int) -> ClusterSpl
     return ClusterSplit(class_part=-(S.T @ mu) / N, variability_part=-(sig.D.T @ E) / N, delta_sums=S)
 
 
-def _ratio(num: float, den: float) -> float:
-    """``num / den`` with ``0/0 = 0`` (e.g. the residual at ``W = 0``, a stationary point) and ``x/0 = inf``."""
-    if den > 0:
-        return num / den
-    return 0.0 if num == 0 else math.inf
+def _relative_residual(num: float, den: float) -> float:
+    """``num / den`` for a residual ``||grad L_0 + lambda W|| / ||lambda W||`` (or its square): 0 when
+    the gradient of ``L_lambda`` is exactly 0, a stationary point even where ``lambda W = 0`` (every
+    ``W_l = 0`` with ``L >= 3``), else :func:`nrc_utils.spectral.ratio`."""
+    return 0.0 if num == 0 else ratio(num, den)
 
 
 def rank_bound(rhs: float, eps: float, K: int) -> int:
@@ -228,7 +222,7 @@ def certificate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, 
             "bound_tcv1": d_norms.max().item() * tcv1 / (lam * N) + res,
             "bound_tcv2": d_norms.norm().item() * math.sqrt(tcv2) / (lam * N) + res,
             "residual_term": res,
-            "relative_residual": _ratio((g + lam * W).norm().item(), lam * W.norm().item()),
+            "relative_residual": _relative_residual((g + lam * W).norm().item(), lam * W.norm().item()),
             "tcv1": tcv1,
             "tcv2": tcv2,
             "K": K_l,

@@ -86,14 +86,4 @@ def subscript(text: object) -> str:
     return str(text).translate(_SUBSCRIPTS)
 
 
-def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
-    """Least-squares slope of ``log y`` against ``log x`` over the points with ``x, y > 0`` finite
-    (NaN when fewer than two such points or a single distinct ``x``)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 2 or np.unique(x[ok]).size < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
-
-
-__all__ = ["STOP_PLURAL", "loglog_slope", "rounded", "stop_summary", "subscript", "table"]
+__all__ = ["STOP_PLURAL", "rounded", "stop_summary", "subscript", "table"]

@@ -1,4 +1,4 @@
-"""Singular values and rank measures of weight matrices (SPEC result 10).
+"""Singular values and rank measures of weight matrices (the rank measures of chapter 3).
 
 The paper's Theorem 3.1 (Zangrando et al., arXiv:2402.03991) bounds the distance of a
 weight matrix ``W_l`` from the set ``M_K`` of matrices of rank at most ``K``; by the
@@ -38,6 +38,8 @@ __all__ = [
     "energy_rank",
     "tail_distance",
     "rank_report",
+    "loglog_slope",
+    "ratio",
 ]
 
 #: Default relative tolerance of :func:`numerical_rank`: a singular value counts when it
@@ -211,3 +213,25 @@ def rank_report(
             }
         )
     return report
+
+
+def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of ``log y`` against ``log x`` over the points with ``x, y > 0`` finite
+    (NaN when fewer than two such points or a single distinct ``x``)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2 or np.unique(x[ok]).size < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0])
+
+
+def ratio(num: float, den: float) -> float:
+    """``num / den`` for ``num, den >= 0``, with ``x / 0 = inf`` for ``x > 0`` and ``0 / 0 = NaN``
+    (undefined). The one ratio of the package: relative residuals, NC1-type ratios and
+    normalised TCVs all use it; a caller that gives ``0 / 0`` a meaning says so itself
+    (e.g. :func:`nrc_utils.gradients.stationarity_residuals`: a gradient that is exactly zero
+    is a stationary point, residual 0)."""
+    if den > 0:
+        return float(num / den)
+    return float("nan") if num == 0 else math.inf
+

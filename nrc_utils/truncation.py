@@ -3,7 +3,7 @@
 
 The paper (Zangrando et al., arXiv:2402.03991) opens from the observation that the small
 singular values of trained weight matrices can be removed with little loss of accuracy.
-Here every weight matrix ``W_l`` (SPEC notation, ``f(x) = W_L s(... s(W_1 x))``) of a
+Here every weight matrix ``W_l`` (the book's notation, ``f(x) = W_L s(... s(W_1 x))``) of a
 copy of the network is replaced by its truncated SVD
 
     W_l^{(r)} = sum_{j <= r} sigma_j u_j v_j^T,
@@ -14,8 +14,7 @@ A layer of rank at most ``r`` is left unchanged; biases are never touched. With 
 threshold ``tau`` instead, layer ``l`` keeps the ``sigma_j > tau * sigma_1(W_l)``, i.e.
 ``spectral.numerical_rank(W_l, tau)`` singular values.
 
-:func:`standardize` prepares image data for an MLP: flattened pixels, each standardised with
-the mean and standard deviation of the *training* set only (so no test statistic leaks).
+The inputs are prepared by :func:`nrc_utils.data.standardize` (training statistics only).
 """
 
 from __future__ import annotations
@@ -31,19 +30,7 @@ from . import losses
 from .data import Dataset
 from .models import weight_layers
 
-__all__ = ["standardize", "accuracy", "truncate", "truncate_relative", "truncation_curve"]
-
-
-def standardize(train: Dataset, *others: Dataset) -> tuple[Dataset, ...]:
-    """``(train, *others)`` flattened to ``(N, d)``, each pixel ``j`` mapped to
-    ``(x_j - m_j) / s_j`` with ``m_j, s_j`` the mean and (population) standard deviation of
-    pixel ``j`` over ``train``; pixels constant over ``train`` (``s_j = 0``) are only centred.
-    Statistics in float64, results float32."""
-    flats = [ds.flat() for ds in (train, *others)]
-    X = flats[0].X.double()
-    mean, std = X.mean(0), X.std(0, unbiased=False)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    return tuple(Dataset(((f.X.double() - mean) / std).float(), f.y, f.K, f.name) for f in flats)
+__all__ = ["accuracy", "truncate", "truncate_relative", "truncation_curve"]
 
 
 def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:

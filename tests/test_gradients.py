@@ -24,11 +24,11 @@ from nrc_utils.gradients import (
     gradient_alignment,
     layer_signals,
     minibatch_gradient,
-    numerical_rank_of,
     rank_bound,
     stationarity_residuals,
 )
 from nrc_utils.losses import sample_losses
+from nrc_utils.spectral import numerical_rank
 
 SLACK = 1e-9  # relative slack of the certificate inequalities
 PROPERTY = settings(max_examples=40, deadline=None, database=None,
@@ -203,7 +203,7 @@ def test_minibatch_gradient_rank_is_at_most_batch_size(loss, seed):
                 Lb = sample_losses(model(X[batch]), y[batch], loss).sum()
                 ref = torch.autograd.grad(Lb, model.layers[sig.layer - 1].weight)[0]
             assert close(G, ref, 1e-12)
-            r = numerical_rank_of(G)
+            r = numerical_rank(G, rtol=1e-10)
             assert r == np_rank(G.numpy())
             assert r <= B
             assert r <= np_rank(sig.H[batch].numpy())
@@ -223,18 +223,18 @@ def test_minibatch_gradient_rank_is_at_most_input_rank(r_in):
     for B in (4, 6, 9, 40):
         batch = torch.randperm(N, generator=g)[:B]
         assert np_rank(X[batch].numpy()) == r_in
-        assert numerical_rank_of(minibatch_gradient(sig, batch)) == r_in
+        assert numerical_rank(minibatch_gradient(sig, batch), rtol=1e-10) == r_in
 
 
-def test_numerical_rank_of():
-    assert numerical_rank_of(torch.zeros(3, 4, dtype=torch.float64)) == 0
+def test_numerical_rank_of_gradient_matrices():
+    assert numerical_rank(torch.zeros(3, 4, dtype=torch.float64), rtol=1e-10) == 0
     u, v = torch.randn(5, 1, dtype=torch.float64), torch.randn(1, 4, dtype=torch.float64)
-    assert numerical_rank_of(u @ v) == 1
+    assert numerical_rank(u @ v, rtol=1e-10) == 1
     M = torch.diag(torch.tensor([1.0, 1e-6, 1e-12], dtype=torch.float64))
-    assert numerical_rank_of(M) == 2  # 1e-12 < 1e-10 * sigma_1
-    assert numerical_rank_of(M, rtol=1e-13) == 3
+    assert numerical_rank(M, rtol=1e-10) == 2  # 1e-12 < 1e-10 * sigma_1
+    assert numerical_rank(M, rtol=1e-13) == 3
     # the tolerance is relative to sigma_1: scaling changes nothing
-    assert numerical_rank_of(1e6 * M) == 2 and numerical_rank_of(1e-6 * M) == 2
+    assert numerical_rank(1e6 * M, rtol=1e-10) == 2 and numerical_rank(1e-6 * M, rtol=1e-10) == 2
 
 
 # --------------------------------------------------------------------------------------
@@ -257,9 +257,9 @@ def test_cluster_split_sums_to_minus_gradient(loss, bias):
         for c in range(K):
             assert close(split.delta_sums[c], sig.D[y == c].sum(0), 1e-12)
         # the class part has rank <= K, and K is attained here (d_l, d_{l-1} > K)
-        assert numerical_rank_of(split.class_part) <= K
+        assert numerical_rank(split.class_part, rtol=1e-10) <= K
         if min(sig.D.shape[1], sig.H.shape[1]) > K:
-            assert numerical_rank_of(split.class_part) == K
+            assert numerical_rank(split.class_part, rtol=1e-10) == K
         # the variability part is -(1/N) sum_i delta_i e_i^T with e_i = h_i - mu_{y_i}
         mu = torch.stack([sig.H[y == c].mean(0) for c in range(K)])
         assert close(split.variability_part, -(sig.D.T @ (sig.H - mu[y])) / N, 1e-12)
@@ -271,10 +271,10 @@ def test_cluster_split_rank_k_minus_1_when_signals_sum_to_zero():
     model = make_model(d, [14], 10, "tanh", seed=11)  # 10 outputs > K clusters
     for sig in layer_signals(model, X, y, "mse"):
         centred = LayerSignals(sig.layer, sig.H, sig.D - sig.D.mean(0))
-        assert numerical_rank_of(cluster_split(sig, y, K).class_part) == K
+        assert numerical_rank(cluster_split(sig, y, K).class_part, rtol=1e-10) == K
         split = cluster_split(centred, y, K)
         assert split.delta_sums.sum(0).abs().max().item() < 1e-12
-        assert numerical_rank_of(split.class_part) == K - 1
+        assert numerical_rank(split.class_part, rtol=1e-10) == K - 1
 
 
 def test_cluster_split_rank_k_minus_1_at_stationary_point_with_undecayed_bias():
@@ -287,12 +287,12 @@ def test_cluster_split_rank_k_minus_1_at_stationary_point_with_undecayed_bias():
     sig = layer_signals(model, X, y, "mse")[0]
     assert sig.D.sum(0).abs().max().item() < 1e-12
     split = cluster_split(sig, y, K)
-    assert numerical_rank_of(split.class_part) == K - 1
+    assert numerical_rank(split.class_part, rtol=1e-10) == K - 1
     # contrast: the same layer, decayed bias: sum_i delta_i = -N lam b != 0 and the rank is K
     W2, b2 = ridge_stationary_point(X, y, K, lam, bias=True, decay_bias=True)
     sig2 = layer_signals(linear_model_at(W2, b2), X, y, "mse")[0]
     assert close(sig2.D.sum(0), -N * lam * b2, 1e-10)
-    assert numerical_rank_of(cluster_split(sig2, y, K).class_part) == K
+    assert numerical_rank(cluster_split(sig2, y, K).class_part, rtol=1e-10) == K
 
 
 def test_variability_part_vanishes_for_collapsed_inputs():

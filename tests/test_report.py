@@ -74,11 +74,7 @@ def test_stop_summary_counts_and_explains():
         "1 were not polished (residuals up to 5.0e-01).")
 
 
-def test_loglog_slope_recovers_power_laws():
-    x = np.array([0.01, 0.03, 0.1, 0.3])
-    assert report.loglog_slope(x, 5 * x ** -1.5) == pytest.approx(-1.5)
-    assert report.loglog_slope(x, np.array([1.0, 0.0, np.nan, 2.0])) == pytest.approx(math.log(2) / math.log(30))
-    assert math.isnan(report.loglog_slope([1.0, 1.0], [1.0, 2.0]))
+
 
 
 def test_subscript_turns_digits_into_subscripts():

@@ -171,3 +171,26 @@ def test_rank_measures_are_ordered_and_bounded(W):
     assert all(a >= b for a, b in zip(tails, tails[1:]))
     assert tails[0] == pytest.approx(np.linalg.norm(W), rel=1e-9)
     assert tails[-1] == 0.0
+
+
+def test_loglog_slope_recovers_power_laws():
+    x = np.array([0.01, 0.03, 0.1, 0.3])
+    assert spectral.loglog_slope(x, 5 * x ** -1.5) == pytest.approx(-1.5)
+    assert spectral.loglog_slope(x, np.array([1.0, 0.0, np.nan, 2.0])) == pytest.approx(math.log(2) / math.log(30))
+    assert math.isnan(spectral.loglog_slope([1.0, 1.0], [1.0, 2.0]))
+
+
+def test_ratio_has_one_meaning_for_zero_denominators():
+    assert spectral.ratio(3.0, 4.0) == 0.75
+    assert spectral.ratio(2.0, 0.0) == math.inf
+    assert math.isnan(spectral.ratio(0.0, 0.0))  # undefined: callers that mean 0 say so themselves
+
+
+def test_residual_of_an_exactly_stationary_zero_network_is_zero():
+    from nrc_utils import gradients, models
+
+    model = models.MLP(4, [5, 5], 3, activation="tanh", bias=False, seed=0).double()
+    for p in model.parameters():
+        p.data.zero_()
+    X, y = torch.randn(12, 4, dtype=torch.float64), torch.arange(12) % 3
+    assert gradients.stationarity_residuals(model, X, y, lam=0.1, loss="mse") == [0.0, 0.0, 0.0]
