@@ -171,6 +171,19 @@ def read_chapter(chapter, root: Path, params: dict):
     return nb
 
 
+def check_contents(chapters, params: dict) -> None:
+    """Each chapter's parameter values by its own rules (``PARAMETERS`` of its module in
+    ``nrc_utils.experiments``), before anything runs; a refusal is one line, exit status 2."""
+    from nrc_utils import experiments
+    from nrc_utils.params import ParameterError
+
+    for c in chapters:
+        try:
+            experiments.check_parameters(c.stem, {k: v for k, v in params[c.stem].items() if k != "profile"})
+        except ParameterError as exc:
+            raise ProjectError(str(exc)) from None
+
+
 def execute_chapter(nb, chapter, root: Path, params: dict, out_path: Path):
     """Execute one chapter with papermill; return the executed notebook (raises on error)."""
     import papermill
@@ -300,6 +313,7 @@ def run(args) -> int:
         raise ProjectError(f"--set for {', '.join(sorted(skipped))}, which --only does not execute")
     params = {c.stem: {"profile": profile_name, **profile[c.stem]} for c in selected}
     notebooks = {c.stem: read_chapter(c, root, params[c.stem]) for c in selected}
+    check_contents(selected, params)
 
     os.environ.update(kernel_environment(profile_name))
     logging.getLogger("papermill").setLevel(logging.ERROR)

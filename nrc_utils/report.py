@@ -1,8 +1,12 @@
-"""Numbers and tables for the chapters' prose.
+"""Numbers, text and tables for the chapters' prose.
 
 A value glued into an "at most" or "at least" sentence must stay true once rounded for
 display: 0.9967 shown as "at least 0.997" is false. :func:`rounded` formats a value at a
 given precision and rounds in the safe direction.
+
+Glued text goes through :func:`glue` (or :func:`markdown`): ``IPython.display.Markdown(text)``
+reads ``text`` as a *file* when it names an existing path (``"."``, ``"book"``, ...), which once
+turned a one-character sentence ending into ``IsADirectoryError`` on a fresh clone.
 """
 
 from __future__ import annotations
@@ -39,6 +43,42 @@ def rounded(value: float, spec: str, direction: int) -> str:
     else:  # 'e': n digits after the point; 'g': n significant digits; in the value's own decade
         quantum = Decimal(1).scaleb(exact.adjusted() - (n if spec[-1] == "e" else max(n, 1) - 1))
     return format(float(exact.quantize(quantum, rounding=ROUND_CEILING if direction > 0 else ROUND_FLOOR)), spec)
+
+
+class Markdown:
+    """Markdown text for display or glue that is always the text itself, never a file name or URL.
+
+    ``_repr_markdown_`` gives the text (``{glue:md}`key` `` in a chapter), ``repr`` the same text
+    (``{glue:text}`key` ``)."""
+
+    def __init__(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"markdown text must be a str, got {type(text).__name__}")
+        self.text = text
+
+    def _repr_markdown_(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Markdown) and other.text == self.text
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def markdown(text: str) -> Markdown:
+    """``text`` as :class:`Markdown`: safe to glue whatever it says (``"."`` included)."""
+    return Markdown(text)
+
+
+def glue(key: str, value: object) -> None:
+    """``myst_nb.glue(key, value, display=False)``, with a ``str`` glued as :func:`markdown`:
+    the one way a chapter glues a value (numbers stay numbers, for ``{glue:text}`key:.2f` ``)."""
+    from myst_nb import glue as _glue
+
+    _glue(key, markdown(value) if isinstance(value, str) else value, display=False)
 
 
 def table(df: "object", **kw: object) -> None:
@@ -86,4 +126,4 @@ def subscript(text: object) -> str:
     return str(text).translate(_SUBSCRIPTS)
 
 
-__all__ = ["STOP_PLURAL", "rounded", "stop_summary", "subscript", "table"]
+__all__ = ["Markdown", "STOP_PLURAL", "glue", "markdown", "rounded", "stop_summary", "subscript", "table"]
