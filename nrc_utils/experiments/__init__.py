@@ -15,7 +15,8 @@ declares ``PARAMETERS`` (:class:`nrc_utils.params.Rules`), the rules of its chap
 | 05 Deep linear networks | :mod:`.deep_linear_networks` |
 | 06 Experiments on real data | :mod:`.real_data` |
 
-The sentences a chapter glues are built by the matching module of :mod:`nrc_utils.prose`.
+The sentences a chapter glues are built by the matching module of :mod:`nrc_utils.prose`, its
+figures drawn by the matching module of :mod:`nrc_utils.figures`.
 """
 
 from __future__ import annotations
