@@ -117,6 +117,15 @@ def stop_summary(results: "list", what: str) -> str:
     return f"{n} of {m} {what} reached the target {tol:.0e}; " + "; ".join(others) + "."
 
 
+def lbfgs_iterations(result: "object") -> int:
+    """The L-BFGS iterations that ``train.polish`` ran for a ``train.TrainResult`` (0 when it was not
+    polished): its record counts steps on, from the last SGD step, through the polishing."""
+    h = result.history  # type: ignore[attr-defined]
+    if "lbfgs" not in h.get("phase", []):
+        return 0
+    return int(h["step"][-1] - result.config.steps)  # type: ignore[attr-defined]
+
+
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 
 
@@ -126,4 +135,4 @@ def subscript(text: object) -> str:
     return str(text).translate(_SUBSCRIPTS)
 
 
-__all__ = ["Markdown", "STOP_PLURAL", "glue", "markdown", "rounded", "stop_summary", "subscript", "table"]
+__all__ = ["Markdown", "STOP_PLURAL", "glue", "lbfgs_iterations", "markdown", "rounded", "stop_summary", "subscript", "table"]

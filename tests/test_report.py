@@ -80,3 +80,21 @@ def test_stop_summary_counts_and_explains():
 def test_subscript_turns_digits_into_subscripts():
     assert "W" + report.subscript(12) == "W₁₂"
     assert report.subscript("H_3") == "H_₃"
+
+
+def test_lbfgs_iterations_counts_the_polish_steps_after_sgd():
+    import torch
+
+    from nrc_utils import models, train
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(30, 4, generator=g), torch.arange(30) % 3
+    cfg = dict(lam=0.05, loss="mse", lr=0.1, steps=20, seed=0, record_every=5)
+    plain = train.train(models.MLP(4, [6], 3, activation="tanh", seed=0), X, y, train.TrainConfig(**cfg),
+                        device="cpu", use_cache=False)
+    assert report.lbfgs_iterations(plain) == 0
+    polished = train.train(models.MLP(4, [6], 3, activation="tanh", seed=0), X, y,
+                           train.TrainConfig(**cfg, polish_tol=1e-6, polish_max_iter=400), device="cpu",
+                           use_cache=False)
+    assert 0 < report.lbfgs_iterations(polished) <= 400
+    assert report.lbfgs_iterations(polished) == polished.history["step"][-1] - 20
