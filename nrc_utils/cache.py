@@ -4,21 +4,35 @@ An entry is two files in :func:`cache_dir`:
 
 - ``<key>.npz``: the arrays, written with ``np.savez`` (no pickle; read back with
   ``allow_pickle=False``, so loading an entry cannot execute code);
-- ``<key>.json``: the metadata, the configuration, the shapes and dtypes of the arrays
-  and the SHA-256 of the ``.npz`` bytes.
+- ``<key>.json``: the metadata, the configuration, the shapes and dtypes of the arrays,
+  the SHA-256 of the ``.npz`` bytes and the SHA-256 of the record itself
+  (``record_sha256``, over the canonical JSON of every other field).
 
 Each file is written to a temporary name and moved into place with ``os.replace``; the
-JSON is written last and is the commit marker. An entry whose JSON is unreadable, whose
+JSON is written last and is the commit marker. An entry whose JSON is unreadable or fails
+its own checksum (a truncated or hand-edited file, even one that still parses), whose
 ``.npz`` is missing or whose checksum does not match (a crash, a full disk, a hand edit)
 is deleted and recomputed, quietly (``logging.info``).
 
-The key is the SHA-256 of the configuration's canonical JSON together with
-``nrc_utils.__version__`` (:func:`config_key`): change a parameter, or release a new
-version of the package, and the result is recomputed.
+The key (:func:`config_key`) is the SHA-256 of the configuration's canonical JSON together
+with what else decides the result: ``nrc_utils.__version__``, :func:`code_fingerprint`
+(the source of the modules that compute results), the torch version and
+``torch.get_num_threads()`` (one and two threads give float32 results that differ by
+about 1e-4 relative); training puts the device type into its configuration
+(``train.cache_key``). Change a parameter, the code, torch or the thread count, and the
+result is recomputed.
+
+The folder must be writable: :func:`check_cache_dir` proves it (and training calls it
+before it starts), refusing with a :class:`CacheDirError` that says what to do. A folder
+that stops being writable later does not lose results: :func:`load` does not fail when a
+corrupt entry cannot be deleted, and :func:`cached` (like ``train.train`` and
+``ensemble.train_ensemble``) returns what it computed when the save is refused
+(:func:`try_save`, logged once per folder at INFO).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -34,20 +48,134 @@ import torch
 
 import nrc_utils
 
-__all__ = ["cache_dir", "config_key", "save", "load", "cached"]
+__all__ = ["CODE_MODULES", "CacheDirError", "cache_dir", "cached", "check_cache_dir", "code_fingerprint",
+           "config_key", "discard", "environment", "load", "save", "try_save"]
 
 log = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
+#: The modules of ``nrc_utils`` whose source decides a cached result (:func:`code_fingerprint`):
+#: training (``train``, ``ensemble``), what it calls (``models``, ``losses``, ``gradients``,
+#: ``device``), the data it is trained on (``data``), this module (the format of an entry) and
+#: ``__init__`` (the version). Modules that only measure or report a trained network
+#: (``spectral``, ``collapse``, ``truncation``, ``report``, ...) are left out, so editing them
+#: does not retrain the book; a computation cached with :func:`cached` that depends on one of
+#: them puts a version of its own into its configuration.
+CODE_MODULES = ("__init__.py", "cache.py", "data.py", "device.py", "ensemble.py", "gradients.py", "losses.py",
+                "models.py", "train.py")
+
+
+class CacheDirError(ValueError):
+    """The cache folder cannot be used; the one-line message says which folder, why and what to do."""
+
+
+def _default_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / ".cache" / "nrc"
+
 
 def cache_dir() -> Path:
     """The cache folder: ``$NRC_CACHE_DIR`` when set, else ``<repo>/.cache/nrc``
-    (git-ignored). It is created on the first :func:`save`."""
+    (git-ignored). It is created by :func:`check_cache_dir` or on the first :func:`save`."""
     env = os.environ.get("NRC_CACHE_DIR")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[1] / ".cache" / "nrc"
+    return _default_dir()
+
+
+_checked: set[Path] = set()
+
+
+def _blocking_file(folder: Path) -> Path | None:
+    """The nearest existing ancestor of ``folder`` (or ``folder`` itself) when it is not a folder."""
+    for p in (folder, *folder.parents):
+        if p.exists() or p.is_symlink():
+            return None if p.is_dir() else p
+    return None
+
+
+def check_cache_dir() -> Path:
+    """The cache folder (:func:`cache_dir`), created if needed and proved writable; else :class:`CacheDirError`.
+
+    Writability is proved by writing and removing a probe file, so a read-only folder or
+    file system is caught whoever runs (``os.access`` says yes to root). The message is one
+    line, e.g. ``NRC_CACHE_DIR=/x is a file, not a folder; point NRC_CACHE_DIR at a writable
+    folder, or unset it to use <repo>/.cache/nrc``. A folder that passed is remembered for
+    the rest of the process (the check costs a file write), so calling this before every
+    training run is cheap. ``train.train`` and ``ensemble.train_ensemble`` call it before
+    they train whenever they cache; so does :func:`cached`.
+    """
+    folder = cache_dir()
+    if folder in _checked:
+        return folder
+    env = os.environ.get("NRC_CACHE_DIR")
+    if env:
+        what = f"NRC_CACHE_DIR={env}" + ("" if Path(env) == folder else f" ({folder})")
+        fix = f"point NRC_CACHE_DIR at a writable folder, or unset it to use {_default_dir()}"
+    else:
+        what = f"the cache folder {folder} (the default: NRC_CACHE_DIR is unset)"
+        fix = "set NRC_CACHE_DIR to a writable folder"
+    blocker = _blocking_file(folder)
+    if blocker == folder:
+        raise CacheDirError(f"{what} is a file, not a folder; {fix}")
+    if blocker is not None:
+        raise CacheDirError(f"{what} cannot be created: {blocker} is a file, not a folder; {fix}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CacheDirError(f"{what} cannot be created ({_reason(err)}); {fix}") from None
+    if not folder.is_dir():
+        raise CacheDirError(f"{what} is not a folder; {fix}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
+    except OSError as err:
+        raise CacheDirError(f"{what} is not writable ({_reason(err)}); {fix}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"nrc")
+        os.unlink(probe)
+    except OSError as err:
+        raise CacheDirError(f"{what} is not writable (a file written there cannot be written or removed: "
+                            f"{_reason(err)}); {fix}") from None
+    _checked.add(folder)
+    return folder
+
+
+def _reason(err: OSError) -> str:
+    """``Permission denied`` or the like, without the path (the message names the folder already)."""
+    return err.strerror or (errno.errorcode.get(err.errno, "") if err.errno else "") or type(err).__name__
+
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_fingerprints: dict[tuple[Path, tuple[str, ...]], str] = {}
+
+
+def code_fingerprint(modules: tuple[str, ...] = CODE_MODULES) -> str:
+    """SHA-256 (hex) of the source bytes of ``modules`` (file names in ``nrc_utils/``, by default
+    :data:`CODE_MODULES`), each hashed with its name and length.
+
+    It enters every cache key (:func:`config_key`), so a result computed by other training code
+    is never served, whatever ``nrc_utils.__version__`` says. The files are read once per
+    process (the first call), which is the code the process runs unless a module is edited and
+    reloaded after that.
+    """
+    names = tuple(modules)
+    memo = (_PACKAGE_DIR, names)
+    if memo not in _fingerprints:
+        h = hashlib.sha256()
+        for name in names:
+            source = (_PACKAGE_DIR / name).read_bytes()
+            h.update(f"{name}\0{len(source)}\0".encode())
+            h.update(source)
+        _fingerprints[memo] = h.hexdigest()
+    return _fingerprints[memo]
+
+
+def environment() -> dict[str, Any]:
+    """What besides the configuration decides a result and enters its key: the package version,
+    :func:`code_fingerprint`, the torch version and ``torch.get_num_threads()``."""
+    return {"nrc_utils": nrc_utils.__version__, "code": code_fingerprint(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
 
 
 def _canonical(obj: Any, where: str) -> Any:
@@ -91,11 +219,12 @@ def _dumps(obj: Any) -> str:
 
 
 def config_key(config: Mapping) -> str:
-    """SHA-256 (hex) of ``{"config": config, "nrc_utils": __version__}`` as canonical
-    JSON: sorted keys, no spaces, tuples as lists, exact floats (see module docstring)."""
+    """SHA-256 (hex) of ``{"config": config, **environment()}`` as canonical JSON: sorted keys,
+    no spaces, tuples as lists, exact floats (see module docstring). :func:`environment` adds
+    the package version, :func:`code_fingerprint`, the torch version and the thread count."""
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping (a dict of parameters), got {type(config).__name__}")
-    payload = {"config": _canonical(config, "config"), "nrc_utils": nrc_utils.__version__}
+    payload = {"config": _canonical(config, "config"), **environment()}
     return hashlib.sha256(_dumps(payload).encode("ascii")).hexdigest()
 
 
@@ -128,8 +257,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass  # a folder that refused the write may refuse the removal too; the error that counts is raised
         raise
+
+
+def _record_sha256(record: Mapping) -> str:
+    """SHA-256 of the canonical JSON of ``record`` without its ``record_sha256`` field."""
+    rest = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(_dumps(rest).encode("ascii")).hexdigest()
 
 
 def save(
@@ -141,8 +279,9 @@ def save(
     """Store ``arrays`` and ``meta`` (JSON data) under ``key`` in :func:`cache_dir`.
 
     Writes ``<key>.npz`` then ``<key>.json`` (which holds ``meta``, ``config``, the array
-    shapes and dtypes and the SHA-256 of the ``.npz``), each atomically. Object arrays
-    are refused (they would need pickle).
+    shapes and dtypes, the :func:`environment`, the SHA-256 of the ``.npz`` and the SHA-256
+    of the record), each atomically. Object arrays are refused (they would need pickle). A
+    folder that refuses the write raises ``OSError``; :func:`try_save` logs it instead.
     """
     _check_name("key", key)
     stored = {}
@@ -152,6 +291,7 @@ def save(
     record = {
         "key": key,
         "nrc_utils": nrc_utils.__version__,
+        "environment": environment(),
         "config": None if config is None else _canonical(config, "config"),
         "meta": _canonical(meta, "meta"),
         "arrays": {n: {"shape": list(a.shape), "dtype": a.dtype.str} for n, a in stored.items()},
@@ -160,30 +300,65 @@ def save(
     np.savez(buffer, **stored)
     blob = buffer.getvalue()
     record["npz_sha256"] = hashlib.sha256(blob).hexdigest()
+    record["record_sha256"] = _record_sha256(record)
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     _write_atomic(folder / f"{key}.npz", blob)
     _write_atomic(folder / f"{key}.json", _dumps(record).encode("ascii"))
 
 
+_refusing_folders: set[Path] = set()
+
+
+def try_save(
+    key: str,
+    arrays: Mapping[str, np.ndarray | torch.Tensor],
+    meta: Mapping,
+    config: Mapping | None = None,
+) -> bool:
+    """:func:`save`, but a folder that refuses the write (any ``OSError``: permissions, a
+    read-only or full file system) is logged instead of raised; returns whether it was saved.
+
+    The first refusal in a folder is logged at INFO, later ones at DEBUG. Bad input (an
+    object array, meta that is not JSON data) still raises.
+    """
+    try:
+        save(key, arrays, meta, config=config)
+        return True
+    except OSError as err:
+        folder = cache_dir()
+        level = logging.DEBUG if folder in _refusing_folders else logging.INFO
+        _refusing_folders.add(folder)
+        log.log(level, "cache folder %s refused to store entry %s (%s: %s); the computed result is used "
+                "without being cached", folder, key, type(err).__name__, err)
+        return False
+
+
 def discard(key: str) -> None:
-    """Remove the entry stored under ``key``; nothing happens when there is none."""
+    """Remove the entry stored under ``key``; nothing happens when there is none.
+
+    Raises ``OSError`` when the folder refuses the removal."""
     for suffix in (".json", ".npz"):
         (cache_dir() / f"{key}{suffix}").unlink(missing_ok=True)
 
 
 def _discard(key: str, reason: str) -> None:
     log.info("cache entry %s is unusable (%s); it will be recomputed", key, reason)
-    discard(key)
+    try:
+        discard(key)
+    except OSError as err:  # a read-only folder: the entry stays, and is detected again next time
+        log.info("cache entry %s could not be deleted (%s: %s); it is ignored", key, type(err).__name__, err)
 
 
 def load(key: str) -> tuple[dict[str, np.ndarray], dict] | None:
     """``(arrays, meta)`` stored under ``key``, or ``None`` when there is no entry.
 
-    A corrupt or partial entry (unreadable JSON, missing ``.npz``, checksum mismatch,
-    an archive ``np.load(allow_pickle=False)`` cannot read) is deleted and ``None`` is
-    returned. An ``.npz`` without its JSON (a save in progress or interrupted) is left
-    alone: the next :func:`save` overwrites it.
+    A corrupt or partial entry (unreadable JSON, a JSON record whose ``record_sha256`` does
+    not match it, missing ``.npz``, ``.npz`` checksum mismatch, an archive
+    ``np.load(allow_pickle=False)`` cannot read) is deleted and ``None`` is returned; when
+    the folder refuses the deletion the entry is left there and ``None`` is returned all the
+    same. An ``.npz`` without its JSON (a save in progress or interrupted) is left alone:
+    the next :func:`save` overwrites it.
     """
     _check_name("key", key)
     folder = cache_dir()
@@ -208,6 +383,9 @@ def load(key: str) -> tuple[dict[str, np.ndarray], dict] | None:
         ok = False
     if not ok:
         _discard(key, "JSON is not a cache record")
+        return None
+    if record.get("record_sha256") != _record_sha256(record):
+        _discard(key, "JSON checksum mismatch (truncated, edited or written by an older version)")
         return None
     try:
         blob = npz_path.read_bytes()
@@ -240,17 +418,24 @@ def cached(
     and a mapping of JSON data. What comes back is always what :func:`load` reads, numpy
     arrays and JSON-decoded meta (tuples become lists), so a hit and a miss return
     identical values. With ``enabled=False`` nothing is read or written, and the result
-    is converted the same way.
+    is converted the same way. The key holds :func:`environment` but not the device: put
+    the device into ``config`` when ``compute()`` depends on it.
+
+    The folder is checked first (:func:`check_cache_dir`, which raises :class:`CacheDirError`
+    before anything is computed); when it refuses the save later, the computed values are
+    returned all the same (:func:`try_save`).
     """
     if not enabled:
         return _as_stored(*_call(compute))
+    check_cache_dir()
     key = config_key(config)
     hit = load(key)
     if hit is not None:
         log.info("cache hit %s", key)
         return hit
     arrays, meta = _call(compute)
-    save(key, arrays, meta, config=config)
+    if not try_save(key, arrays, meta, config=config):
+        return _as_stored(arrays, meta)
     hit = load(key)
     if hit is None:
         # only a concurrent save of the same key can get here; the values are the same
