@@ -16,8 +16,8 @@ On a CPU the batched products of small matrices run near the machine's
 matrix-multiply peak, so a step costs little besides them (benchmarks/benchmark.py,
 part 1). No parameter is shared, so member ``m``'s gradient is ``grad L_0^{(m)}``
 exactly, and each member takes the step ``torch.optim.SGD(weight_decay=lambda_m, momentum=mu)`` takes
-(SPEC: ``SGD(weight_decay=lambda)`` is the gradient step on
-``L_lambda = L_0 + (lambda/2) sum_l ||W_l||_F^2``):
+(``SGD(weight_decay=lambda)`` is the gradient step on
+``L_lambda = L_0 + (lambda/2) sum_l ||W_l||_F^2``, chapter 2, "Training to stationarity"):
 
     d = grad L_0^{(m)} + lambda_m W,   buf = d (first step),  buf = mu buf + d (later),
     W <- W - lr buf                      (W <- W - lr d when mu = 0).
@@ -156,9 +156,8 @@ def _activate(ens: MLPEnsemble, z: torch.Tensor) -> torch.Tensor:
 
     The identity is exact; computed, it differs from ``torch.tanh`` by at most
     1.8e-7 in float32 and 3.3e-16 in float64. On the CPU build this book uses,
-    ``torch.tanh`` is not vectorised: for the 16 x 128 x 32 activations of a layer in
-    ``benchmarks/benchmark.py`` part 1 it takes 73 us on 2 threads, this way 28 us
-    (``torch.sigmoid`` alone 11 us); three layers a step, about a tenth of the step.
+    ``torch.tanh`` is not vectorised and this form is faster (``benchmarks/README.md``
+    has the timings).
     """
     if ens.activation == "tanh":
         return torch.sigmoid(2 * z).mul_(2).sub_(1)
@@ -188,7 +187,7 @@ def signals(ens: MLPEnsemble, X: torch.Tensor, y: torch.Tensor, loss: str
     ``losses[m, i] = loss(f_m(x_i), y_i)`` ``(M, N)``; ``outputs`` ``(M, K, N)``;
     ``inputs[l-1] = h_{l-1}^T`` (``(M, d_{l-1}, N)``, or ``(d_in, N)`` for shared inputs)
     and ``deltas[l-1] = delta_l^T = (d loss_i / d z_l)_i`` ``(M, d_l, N)`` for
-    ``l = 1 .. L`` (SPEC notation; :func:`nrc_utils.gradients.layer_signals` gives
+    ``l = 1 .. L`` (the book's notation, chapter 2; :func:`nrc_utils.gradients.layer_signals` gives
     the same for one network by autograd). The weight gradient of member ``m`` is
     ``grad_{W_l} L_0 = (1/N) deltas[l-1][m] @ inputs[l-1][m]^T``, the bias gradient
     ``(1/N) deltas[l-1][m].sum(1)``. ``X`` is ``(N, d_in)`` (shared) or ``(M, N, d_in)``;
@@ -403,11 +402,24 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
     Returns one ``train.TrainResult`` per member, in order, with an independent
     ``MLP`` on the CPU, exactly the fields ``train.train`` returns. Each member is
     cached under the key ``train.train`` uses for the single run
-    ``train.train(MLP(d_in, widths, d_out, activation, bias, seed=seeds[m], init_scale), X, y, config_m)``,
+    ``train.train(MLP(d_in, widths, d_out, activation, bias, seed=seeds[m], init_scale), X, y, config_m, device)``,
     so either run hits the other's cache; members found in the cache are not trained.
-    While caching, the batched SGD stage saves a checkpoint every ``checkpoint_seconds``
-    (keyed by the members still to train) and an interrupted call resumes from it with
-    the same result; the checkpoint is removed once every member is cached.
+
+    While caching (the cache folder is checked first, ``cache.check_cache_dir``, before
+    anything is trained):
+
+    - the batched SGD stage saves a checkpoint every ``checkpoint_seconds`` (a
+      ``train.Checkpointer`` keyed by the members it trains) and an interrupted call
+      resumes from it with the same result;
+    - when polishing follows, the end of the SGD stage is checkpointed per member, under
+      the member's own key (the checkpoint ``train.train`` itself writes before it
+      polishes), and the batched checkpoint is removed; a call interrupted while
+      polishing keeps the members already polished and cached, and polishes the others
+      from their checkpoints without redoing SGD (a single run of such a member resumes
+      from it too);
+    - every checkpoint (``.partial`` entry) of the call is removed once every member is
+      cached; a folder that refuses a save loses nothing: the members are returned.
+
     Raises ``train.DivergenceError`` naming the member (lambda, seed) and the step
     when a member's loss becomes NaN or infinite.
     """
@@ -416,47 +428,80 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
         raise ValueError(f"X must be (N, {d_in}) and y (N,) integer labels, got X {tuple(X.shape)} and y {tuple(y.shape)}; "
                          "flatten images to (N, d) first")
     check_loss(cfg.loss)
+    dev = pick_device(device)
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     M = len(cfgs)
     results: list[TrainResult | None] = [None] * M
     keys: list[tuple[str, dict] | None] = [None] * M
+
+    def member_net(m: int) -> MLP:
+        return MLP(d_in, widths, d_out, activation, bias, seed=cfgs[m].seed, init_scale=init_scale)
+
     if use_cache:
+        _cache.check_cache_dir()
         for m, c in enumerate(cfgs):
-            net = MLP(d_in, widths, d_out, activation, bias, seed=c.seed, init_scale=init_scale)
-            keys[m] = _train.cache_key(net, c, X, y)
+            net = member_net(m)
+            keys[m] = _train.cache_key(net, c, X, y, device=dev)
             results[m] = _train.load_result(keys[m][0], net, c)
     todo = [m for m in range(M) if results[m] is None]
     if not todo:
         return results  # type: ignore[return-value]
 
-    dev = pick_device(device)
-    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
-    sub = [cfgs[m] for m in todo]
-    ens = MLPEnsemble(d_in, widths, d_out, [c.seed for c in sub], activation, bias, init_scale).to(dev, dtype)
+    polishing = cfgs[0].polish_tol is not None
+    nets: dict[int, MLP] = {}
+    histories: dict[int, dict[str, list]] = {}
+    if use_cache and polishing:  # members whose SGD stage finished before an interruption
+        for m in todo:
+            net, history = member_net(m), {}
+            if _train.Checkpointer(keys[m][0], net, history, math.inf).resume_finished(dev, dtype, cfgs[m].steps):
+                nets[m], histories[m] = net, history
+    batched = [m for m in todo if m not in nets]
+    position = {m: j for j, m in enumerate(batched)}
     Xd, yd = X.to(dev, dtype), y.to(dev)
-    histories: list[dict[str, list]] = [{} for _ in sub]
-    checkpointer, start, buffers = None, 0, None
-    if use_cache:
-        key = _cache.config_key({"what": "ensemble-sgd", "members": [keys[m][0] for m in todo]})
-        checkpointer = _train._Checkpointer(key, ens, histories, checkpoint_seconds)
-        start, buffers = checkpointer.resume(dev, dtype)
-    histories, last = run_sgd_ensemble(ens, Xd, yd, sub, histories, start, buffers, checkpointer)
-    for j, (m, c) in enumerate(zip(todo, sub)):
-        net, history, stop = ens.member(j), histories[j], None
-        if c.polish_tol is not None:
+    last = None
+    if batched:
+        sub = [cfgs[m] for m in batched]
+        ens = MLPEnsemble(d_in, widths, d_out, [c.seed for c in sub], activation, bias, init_scale).to(dev, dtype)
+        sub_histories: list[dict[str, list]] = [{} for _ in sub]
+        checkpointer, start, buffers = None, 0, None
+        if use_cache:
+            checkpointer = _train.Checkpointer(_sgd_key(keys, batched), ens, sub_histories, checkpoint_seconds)
+            start, buffers = checkpointer.resume(dev, dtype)
+        sub_histories, last = run_sgd_ensemble(ens, Xd, yd, sub, sub_histories, start, buffers, checkpointer)
+        for j, m in enumerate(batched):
+            nets[m], histories[m] = ens.member(j), sub_histories[j]
+            if use_cache and polishing:  # polishing resumes from here if interrupted
+                _train.Checkpointer(keys[m][0], nets[m], histories[m], math.inf).save(cfgs[m].steps)
+        if checkpointer is not None and polishing:
+            checkpointer.discard()  # superseded by the members' checkpoints
+    for m in todo:
+        c, net, history, stop = cfgs[m], nets[m], histories[m], None
+        if polishing:
             stop = _train.polish(net, Xd, yd, c, history)
             Xm = Xd.to(next(net.parameters()).dtype)
             final = evaluate(net, Xm, yd, c)
             residuals = stationarity_residuals(net, Xm, yd, c.lam, c.loss, c.decay_bias) if c.lam > 0 else []
         else:
+            j = position[m]
             final = {k: last[k][j].item() for k in ("loss", "loss0", "acc", "residual")}
             residuals = last["residuals"][j].tolist() if c.lam > 0 else []
         net.cpu()
         results[m] = TrainResult(net, c, history, residuals, final, polish_stop=stop)
         if keys[m] is not None:
             _train.save_result(*keys[m], results[m])
-    if checkpointer is not None:
-        checkpointer.discard()
+            _train.Checkpointer(keys[m][0], net, history, math.inf).discard()
+    if use_cache:
+        # the batched checkpoints of this call: of the members it trained, and of every member it had
+        # to train (left behind when an interruption came between the members' checkpoints and its removal)
+        for group in {tuple(batched), tuple(todo)}:
+            if group:
+                _train.Checkpointer(_sgd_key(keys, list(group)), None, [], math.inf).discard()
     return results  # type: ignore[return-value]
+
+
+def _sgd_key(keys: list[tuple[str, dict] | None], members: list[int]) -> str:
+    """The key of the batched SGD checkpoint of ``members`` (by their result keys)."""
+    return _cache.config_key({"what": "ensemble-sgd", "members": [keys[m][0] for m in members]})
 
 
 __all__ = ["MLPEnsemble", "evaluate_ensemble", "grid", "run_sgd_ensemble", "train_ensemble"]

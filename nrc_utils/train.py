@@ -4,25 +4,27 @@
 the penalty when ``decay_bias``). Stage 1 is full-batch gradient descent or
 mini-batch SGD, using ``torch.optim.SGD(weight_decay=lambda)``, whose update
 ``W <- W - lr (grad L_0 + lambda W)`` is exactly the gradient step on ``L_lambda``
-(a test checks it). Stage 2, on request, polishes with L-BFGS in float64 on the
-full batch until the relative stationarity residual of every layer,
-``||grad_{W_l} L_0 + lambda W_l||_F / ||lambda W_l||_F``, is below ``polish_tol``.
+(a test checks it; chapter 2, "Training to stationarity"). Stage 2, on request,
+polishes with L-BFGS in float64 on the full batch until the relative stationarity
+residual of every layer, ``||grad_{W_l} L_0 + lambda W_l||_F / ||lambda W_l||_F``, is
+below ``polish_tol``.
 
-Measured here on a shared 2-core CPU (2026-11-27, ``benchmarks/benchmark.py --parts 3``):
-the digits MLP 64-64-64-10 with tanh, no biases, lambda = 5e-3, after 1000 steps of
-full-batch GD, reaches a residual below 1e-6 after 7.5 s of L-BFGS with cross-entropy
-(4.4e-7, 1150 iterations) and after 56 s with the square loss (8.4e-7, 9150
-iterations). With ReLU the residual stalls near 1e-1 because the loss is not smooth.
-Use smooth activations where exact stationarity matters and
+With smooth activations (tanh) the residual reaches 1e-6 and below; with ReLU it stalls
+far above, because the loss is not smooth (``benchmarks/README.md`` has the measured
+times and residuals). Use smooth activations where exact stationarity matters and
 report the residual of every network (``TrainResult.residuals``).
 ``polish_max_seconds`` is a wall-clock safeguard: set it well above the time
 ``polish_max_iter`` needs, so that results (which are cached) do not depend on
 the machine's load.
+
+Results are cached (:mod:`nrc_utils.cache`) under :func:`cache_key`; the SGD stage of a
+cached run is checkpointed by a :class:`Checkpointer`, so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import numbers
 import time
@@ -38,6 +40,7 @@ from .gradients import stationarity_residuals
 from .models import weight_layers
 from .losses import accuracy, check_loss, sample_losses
 
+log = logging.getLogger(__name__)
 
 #: Names the L-BFGS variant in cache keys, so results of an earlier variant are not reused.
 POLISH_METHOD = "lbfgs-float64-scaled-by-1/lambda^2"
@@ -208,6 +211,8 @@ def run_sgd(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig
     checkpoint (the weights already loaded in ``model``): the batch sequence is
     replayed from the same seed, so the resumed run equals an uninterrupted one.
     ``checkpoint(step, buffers)`` is called after every step with the steps done.
+    A ``history`` that already ends with the record of step ``cfg.steps`` (a checkpoint of
+    the finished stage, ``start_step == cfg.steps``) is not recorded again.
     """
     opt = torch.optim.SGD(_sgd_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum)
     params = [p for group in opt.param_groups for p in group["params"]]
@@ -234,9 +239,18 @@ def run_sgd(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig
             callback(step, model)
         if checkpoint is not None:
             checkpoint(step + 1, [opt.state[p].get("momentum_buffer") for p in params])
+    if start_step >= cfg.steps and _finished_sgd(history, cfg.steps):
+        return  # resumed from the end of the stage: its last record is there already
     metrics = evaluate(model, X, y, cfg)
     _check_finite(metrics["loss"], cfg.steps, "SGD", cfg)
     _record(history, cfg.steps, "sgd", metrics, t0)
+
+
+def _finished_sgd(history: dict[str, list], steps: int) -> bool:
+    """Whether ``history`` ends with the record that closes an SGD stage of ``steps`` steps.
+
+    Records inside the stage are at steps ``< steps``, so only the closing one is at ``steps``."""
+    return bool(history.get("step")) and history["step"][-1] == steps and history["phase"][-1] == "sgd"
 
 
 def polish(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, history: dict[str, list]) -> str:
@@ -252,7 +266,7 @@ def polish(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
     points). ``torch.optim.LBFGS`` keeps a curvature pair ``(s, y)`` only when
     ``y.s > 1e-10`` in absolute terms; near a stationary point of ``L_lambda`` with
     a small lambda the pairs fall below that, the Hessian model freezes and the
-    residual stalls (about 5e-5 on the digits net of the module docstring). The
+    residual stalls (``benchmarks/README.md``, "Time to stationarity"). The
     scaling multiplies ``y.s`` by ``1/lambda^2`` and removes the stall. The record
     and the stopping tests use the unscaled loss.
     """
@@ -298,20 +312,25 @@ def fingerprint(X: torch.Tensor, y: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def cache_key(model: nn.Module, cfg: TrainConfig, X: torch.Tensor, y: torch.Tensor) -> tuple[str, dict]:
+def cache_key(model: nn.Module, cfg: TrainConfig, X: torch.Tensor, y: torch.Tensor,
+              device: str | torch.device = "auto") -> tuple[str, dict]:
     """``(key, config)`` a trained result is cached under.
 
     The config holds the model's constructor arguments, a hash of its starting
-    weights (so a warm-started model never takes a cold start's result), ``cfg``
-    and a hash of the data. A single run and an ensemble member with the same
-    start, config and data share the key.
+    weights (so a warm-started model never takes a cold start's result), ``cfg``,
+    a hash of the data and the type of the device it is trained on (``device`` as
+    :func:`train` takes it: ``"auto"`` is CUDA when present). The key adds what
+    :func:`nrc_utils.cache.config_key` adds: the package version, the code fingerprint
+    (:func:`nrc_utils.cache.code_fingerprint`), the torch version and the thread count.
+    A single run and an ensemble member with the same start, config, data and device
+    share the key.
     """
     start = hashlib.sha256()
     for name, value in model.state_dict().items():
         start.update(name.encode())
         start.update(value.detach().cpu().double().contiguous().numpy().tobytes())
     config = {"what": "train", "polish": POLISH_METHOD, "model": getattr(model, "config", None), "start": start.hexdigest(),
-              "train": asdict(cfg), "data": fingerprint(X, y)}
+              "train": asdict(cfg), "data": fingerprint(X, y), "device": pick_device(device).type}
     return _cache.config_key(config), config
 
 
@@ -329,44 +348,70 @@ def load_result(key: str, model: nn.Module, cfg: TrainConfig) -> TrainResult | N
                        polish_stop=meta.get("polish_stop"))
 
 
-def save_result(key: str, config: dict, result: TrainResult) -> None:
-    """Store a finished result (weights and record) under ``key``; ``config`` documents the entry."""
+def save_result(key: str, config: dict, result: TrainResult) -> bool:
+    """Store a finished result (weights and record) under ``key``; ``config`` documents the entry.
+
+    Returns ``False`` (logged, :func:`nrc_utils.cache.try_save`) when the cache folder
+    refuses the write: the result is still the caller's to use."""
     arrays = {k: v.detach().cpu().numpy() for k, v in result.model.state_dict().items()}
-    _cache.save(key, arrays, {"history": result.history, "residuals": result.residuals, "final": result.final,
-                                "polish_stop": result.polish_stop},
-                config=config)
+    return _cache.try_save(key, arrays, {"history": result.history, "residuals": result.residuals,
+                                         "final": result.final, "polish_stop": result.polish_stop},
+                           config=config)
 
 
-class _Checkpointer:
-    """Saves the SGD state under ``<key>.partial`` at most every ``every_seconds`` (and nothing for short runs).
+class Checkpointer:
+    """Checkpoints of an SGD stage, kept in the cache under ``<key>.partial``, so that an interrupted run resumes.
 
-    ``history`` is a run's record, or a list of records (one per ensemble member); it is
-    saved with the weights and momentum buffers and restored in place by :meth:`resume`.
+    ``key`` is the key of the result being trained (:func:`cache_key`; for a batched
+    ensemble, a key of its members); ``model`` the network (an ``MLP``, any module, or an
+    ``ensemble.MLPEnsemble``); ``history`` its record, or a list of records (one per
+    ensemble member), saved with the weights and restored in place.
+
+    - Passed as the ``checkpoint`` argument of :func:`run_sgd` (or
+      ``ensemble.run_sgd_ensemble``), it is called after every step and saves at most every
+      ``every_seconds`` (so nothing for runs shorter than that).
+    - :meth:`save` saves now; :func:`train` and ``ensemble.train_ensemble`` save once at the
+      end of the SGD stage when polishing follows, so that a run interrupted while polishing
+      starts polishing again instead of redoing SGD. A checkpoint at ``step == cfg.steps``
+      whose record ends with the stage's closing record marks a finished SGD stage
+      (:meth:`resume_finished`).
+    - :meth:`resume` restores the latest checkpoint; :meth:`discard` removes it once the
+      result is cached.
+
+    An entry holds the arrays ``model.<name>`` (the state dict) and ``momentum.<i>`` (the SGD
+    momentum buffers, in the optimiser's parameter order) and the meta ``step``, ``history``
+    and ``n_buffers``. A cache folder that refuses a checkpoint does not stop training: the
+    refusal is logged once (:func:`nrc_utils.cache.try_save`) and this run checkpoints no
+    more.
     """
 
     def __init__(self, key: str, model: nn.Module, history: dict[str, list] | list[dict[str, list]],
                  every_seconds: float) -> None:
         self.key, self.model, self.history, self.every = key + ".partial", model, history, every_seconds
         self.last = time.perf_counter()
+        self.enabled = True
 
     def __call__(self, step: int, buffers: list[torch.Tensor | None]) -> None:
-        if time.perf_counter() - self.last < self.every:
+        if not self.enabled or time.perf_counter() - self.last < self.every:
             return
+        self.save(step, buffers)
+
+    def save(self, step: int, buffers: list[torch.Tensor | None] = ()) -> bool:
+        """Save the model, history and ``buffers`` as the state after ``step`` steps; ``False`` when refused."""
         arrays = {f"model.{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
         arrays.update({f"momentum.{i}": b.detach().cpu().numpy() for i, b in enumerate(buffers) if b is not None})
-        _cache.save(self.key, arrays, {"step": step, "history": self.history, "n_buffers": len(buffers)})
+        saved = _cache.try_save(self.key, arrays, {"step": step, "history": self.history, "n_buffers": len(buffers)})
+        self.enabled = self.enabled and saved
         self.last = time.perf_counter()
+        return saved
 
-    def resume(self, dev: torch.device, dtype: torch.dtype) -> tuple[int, list[torch.Tensor | None] | None]:
-        """Load the latest checkpoint into the model and history; return ``(start_step, momentum_buffers)``."""
-        hit = _cache.load(self.key)
-        if hit is None:
-            return 0, None
-        arrays, meta = hit
+    def _restore(self, arrays: dict, meta: dict, dev: torch.device, dtype: torch.dtype
+                 ) -> tuple[int, list[torch.Tensor | None]]:
         self.model.load_state_dict({k[len("model."):]: torch.from_numpy(v) for k, v in arrays.items()
                                     if k.startswith("model.")})
         self.model.to(device=dev, dtype=dtype)
         if isinstance(self.history, dict):
+            self.history.clear()
             self.history.update(meta["history"])
         else:
             self.history[:] = meta["history"]
@@ -374,8 +419,33 @@ class _Checkpointer:
                    for i in range(meta["n_buffers"])]
         return int(meta["step"]), buffers
 
+    def resume(self, dev: torch.device, dtype: torch.dtype) -> tuple[int, list[torch.Tensor | None] | None]:
+        """Load the latest checkpoint into the model and history; return ``(start_step, momentum_buffers)``
+        (``(0, None)``, nothing touched, when there is none)."""
+        hit = _cache.load(self.key)
+        if hit is None:
+            return 0, None
+        return self._restore(*hit, dev, dtype)
+
+    def resume_finished(self, dev: torch.device, dtype: torch.dtype, steps: int) -> bool:
+        """Restore the checkpoint only if it is that of a finished SGD stage of ``steps`` steps (see the
+        class docstring); return whether it was. Model and history are untouched otherwise."""
+        hit = _cache.load(self.key)
+        if hit is None:
+            return False
+        arrays, meta = hit
+        if meta.get("step") != steps or not isinstance(meta.get("history"), dict) \
+                or not _finished_sgd(meta["history"], steps):
+            return False
+        self._restore(arrays, meta, dev, dtype)
+        return True
+
     def discard(self) -> None:
-        _cache.discard(self.key)
+        """Remove the checkpoint (a folder that refuses is logged and left as it is)."""
+        try:
+            _cache.discard(self.key)
+        except OSError as err:
+            log.info("checkpoint %s could not be removed (%s: %s)", self.key, type(err).__name__, err)
 
 
 def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: str = "auto",
@@ -387,8 +457,15 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     unless a ``callback`` is given or ``use_cache`` is false; a cache hit restores
     the exact trained weights and record. While caching, the SGD stage saves a
     checkpoint every ``checkpoint_seconds``, and an interrupted run resumes from
-    it with the same result as an uninterrupted one (the L-BFGS stage, being
-    short, restarts from the end of SGD). The model is returned on the CPU.
+    it with the same result as an uninterrupted one; when polishing follows, the end
+    of the SGD stage is checkpointed too, so an interruption during L-BFGS restarts
+    L-BFGS from there (:class:`Checkpointer`). The checkpoint is removed once the
+    result is cached. The model is returned on the CPU.
+
+    While caching, the cache folder is checked before anything else
+    (:func:`nrc_utils.cache.check_cache_dir` raises ``CacheDirError`` for a folder
+    that cannot be written); a folder that refuses the final save later does not
+    lose the result, which is returned (the refusal is logged).
     """
     cfg.validate()
     dev = pick_device(device)
@@ -396,17 +473,22 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     history: dict[str, list] = {}
     key = checkpointer = None
     if use_cache and callback is None:
-        key, key_config = cache_key(model, cfg, X, y)
+        _cache.check_cache_dir()
+        key, key_config = cache_key(model, cfg, X, y, device=dev)
         hit = load_result(key, model, cfg)
         if hit is not None:
             return hit
-        checkpointer = _Checkpointer(key, model, history, checkpoint_seconds)
+        checkpointer = Checkpointer(key, model, history, checkpoint_seconds)
 
     model.to(device=dev, dtype=dtype)
     Xd, yd = X.to(dev, dtype), y.to(dev)
     start, buffers = checkpointer.resume(dev, dtype) if checkpointer else (0, None)
     run_sgd(model, Xd, yd, cfg, history, callback, start, buffers, checkpointer)
-    stop = polish(model, Xd, yd, cfg, history) if cfg.polish_tol is not None else None
+    stop = None
+    if cfg.polish_tol is not None:
+        if checkpointer is not None and start < cfg.steps:
+            checkpointer.save(cfg.steps)  # an interruption while polishing resumes from here
+        stop = polish(model, Xd, yd, cfg, history)
     Xd = Xd.to(next(model.parameters()).dtype)
     final = evaluate(model, Xd, yd, cfg)
     residuals = stationarity_residuals(model, Xd, yd, cfg.lam, cfg.loss, cfg.decay_bias) if cfg.lam > 0 else []
@@ -426,7 +508,7 @@ def history_frame(result: TrainResult) -> "object":
 
 
 __all__ = [
-    "DivergenceError", "POLISH_STOPS", "TrainConfig", "TrainResult", "batch_indices", "cache_key", "load_result", "save_result", "evaluate", "fingerprint", "history_frame",
+    "Checkpointer", "DivergenceError", "POLISH_STOPS", "TrainConfig", "TrainResult", "batch_indices", "cache_key", "load_result", "save_result", "evaluate", "fingerprint", "history_frame",
     "penalty", "polish", "regularised_loss", "run_sgd", "train",
 ]
 

@@ -1,5 +1,7 @@
 """An interrupted training run resumes from its checkpoint and ends exactly where an uninterrupted one ends."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -31,7 +33,7 @@ def test_interrupted_run_resumes_to_the_same_result(monkeypatch, stop_at):
     ds, cfg = _problem()
     reference = train.train(_model(), ds.X, ds.y, cfg, use_cache=False)
 
-    original = train._Checkpointer.__call__
+    original = train.Checkpointer.__call__
 
     def interrupting(self, step, buffers):
         self.every = 0.0  # checkpoint after every step
@@ -39,14 +41,14 @@ def test_interrupted_run_resumes_to_the_same_result(monkeypatch, stop_at):
         if step == stop_at:
             raise _Interrupt
 
-    monkeypatch.setattr(train._Checkpointer, "__call__", interrupting)
+    monkeypatch.setattr(train.Checkpointer, "__call__", interrupting)
     with pytest.raises(_Interrupt):
         train.train(_model(), ds.X, ds.y, cfg)
     key, _ = train.cache_key(_model(), cfg, ds.X, ds.y)
     assert cache.load(key + ".partial") is not None, "the interrupted run left no checkpoint"
     assert cache.load(key) is None
 
-    monkeypatch.setattr(train._Checkpointer, "__call__", original)
+    monkeypatch.setattr(train.Checkpointer, "__call__", original)
     resumed = train.train(_model(), ds.X, ds.y, cfg)
     assert not resumed.from_cache
     for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -100,7 +102,7 @@ def test_interrupted_ensemble_resumes_to_the_same_result(monkeypatch, stop_at):
     reference = run()
     monkeypatch.setenv("NRC_CACHE_DIR", str(cache.cache_dir().parent / "interrupted"))
 
-    original = train._Checkpointer.__call__
+    original = train.Checkpointer.__call__
     steps_seen = []
 
     def interrupting(self, step, buffers):
@@ -110,14 +112,14 @@ def test_interrupted_ensemble_resumes_to_the_same_result(monkeypatch, stop_at):
         if step == stop_at:
             raise _Interrupt
 
-    monkeypatch.setattr(train._Checkpointer, "__call__", interrupting)
+    monkeypatch.setattr(train.Checkpointer, "__call__", interrupting)
     with pytest.raises(_Interrupt):
         run()
     partial = list(cache.cache_dir().glob("*.partial.*"))
     assert partial, "the interrupted ensemble left no checkpoint"
 
     steps_seen.clear()
-    monkeypatch.setattr(train._Checkpointer, "__call__", lambda self, step, buffers: steps_seen.append(step))
+    monkeypatch.setattr(train.Checkpointer, "__call__", lambda self, step, buffers: steps_seen.append(step))
     resumed = run()
     assert steps_seen[0] == stop_at + 1, "the resumed run did not start from the checkpoint"
     for ref, res in zip(reference, resumed):
@@ -127,3 +129,108 @@ def test_interrupted_ensemble_resumes_to_the_same_result(monkeypatch, stop_at):
         assert res.history["step"] == ref.history["step"]
         assert res.history["loss"] == pytest.approx(ref.history["loss"], rel=1e-5)
     assert not list(cache.cache_dir().glob("*.partial.*")), "the checkpoint outlived the finished ensemble"
+
+
+def _polish_problem():
+    ds, cfg = _problem()
+    return ds, dataclasses.replace(cfg, polish_tol=1e-5, polish_max_iter=400, polish_chunk=20)
+
+
+def _killing_polish(monkeypatch, after: int) -> list:
+    """``train.polish`` that raises _Interrupt when called for the member after ``after`` polished ones."""
+    real, polished = train.polish, []
+
+    def polish(net, X, y, cfg, history):
+        if len(polished) == after:
+            raise _Interrupt
+        polished.append((cfg.lam, cfg.seed))
+        return real(net, X, y, cfg, history)
+
+    monkeypatch.setattr(train, "polish", polish)
+    return polished
+
+
+def test_run_killed_while_polishing_resumes_from_the_end_of_sgd(monkeypatch):
+    ds, cfg = _polish_problem()
+    reference = train.train(_model(), ds.X, ds.y, cfg, use_cache=False)
+    _killing_polish(monkeypatch, after=0)
+    with pytest.raises(_Interrupt):
+        train.train(_model(), ds.X, ds.y, cfg)
+    key, _ = train.cache_key(_model(), cfg, ds.X, ds.y)
+    assert cache.load(key + ".partial")[1]["step"] == cfg.steps, "no checkpoint of the finished SGD stage"
+    monkeypatch.setattr(train, "polish", _real_polish)
+    steps = []
+    monkeypatch.setattr(train.Checkpointer, "__call__", lambda self, step, buffers: steps.append(step))
+    resumed = train.train(_model(), ds.X, ds.y, cfg)
+    assert steps == [], "the resumed run redid SGD steps"
+    for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9, msg=name)
+    assert resumed.history["step"] == reference.history["step"]
+    assert resumed.history["phase"] == reference.history["phase"]
+    assert resumed.polish_stop == reference.polish_stop
+    assert not list(cache.cache_dir().glob("*.partial.*")), "the checkpoint outlived the finished run"
+
+
+@pytest.mark.parametrize("killed_at", [0, 2])
+def test_ensemble_killed_while_polishing_resumes_from_its_sgd_checkpoint(monkeypatch, tmp_path, killed_at):
+    """Killed while polishing member ``killed_at``: the members before it stay cached, the others are polished
+    from the end of the batched SGD stage (no SGD step is redone), and no ``.partial`` entry remains."""
+    from nrc_utils import ensemble
+
+    ds, cfg = _polish_problem()
+    lams, seeds = ensemble.grid([1e-3, 1e-2], [3, 4])
+
+    def run():
+        return ensemble.train_ensemble(8, [12, 12], 3, lams, seeds, ds.X, ds.y, cfg, bias=True, device="cpu")
+
+    monkeypatch.setenv("NRC_CACHE_DIR", str(tmp_path / "reference"))
+    reference = run()
+    monkeypatch.setenv("NRC_CACHE_DIR", str(tmp_path / "interrupted"))
+    _killing_polish(monkeypatch, after=killed_at)
+    with pytest.raises(_Interrupt):
+        run()
+    assert len(list(cache.cache_dir().glob("*.partial.json"))) == len(lams) - killed_at
+
+    monkeypatch.setattr(train, "polish", _real_polish)
+    sgd_calls = []
+    real_sgd = ensemble.run_sgd_ensemble
+    monkeypatch.setattr(ensemble, "run_sgd_ensemble", lambda *a, **k: sgd_calls.append(1) or real_sgd(*a, **k))
+    resumed = run()
+    assert sgd_calls == [], "the resumed ensemble redid its SGD stage"
+    assert [r.from_cache for r in resumed] == [True] * killed_at + [False] * (len(lams) - killed_at)
+    for ref, res in zip(reference, resumed):
+        for (name, a), b in zip(ref.model.state_dict().items(), res.model.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-9, msg=name)
+        assert res.history["step"] == ref.history["step"] and res.history["phase"] == ref.history["phase"]
+        assert res.history["loss"] == pytest.approx(ref.history["loss"], rel=1e-9)
+        assert res.polish_stop == ref.polish_stop and res.residuals == pytest.approx(ref.residuals, rel=1e-6)
+    assert not list(cache.cache_dir().glob("*.partial.*")), "a checkpoint outlived the finished ensemble"
+    assert not list((tmp_path / "reference").glob("*.partial.*"))
+    assert all(r.from_cache for r in run())
+
+
+def test_ensemble_killed_before_its_batched_checkpoint_was_removed_leaves_nothing(monkeypatch, tmp_path):
+    """Killed after the members' end-of-SGD checkpoints were written but before the batched one was removed."""
+    from nrc_utils import ensemble
+
+    ds, cfg = _polish_problem()
+    lams, seeds = ensemble.grid([1e-3, 1e-2], [3, 4])
+    real_discard = train.Checkpointer.discard
+
+    def stuck(self):
+        raise _Interrupt
+
+    monkeypatch.setattr(train.Checkpointer, "discard", stuck)
+    monkeypatch.setattr(train.Checkpointer, "__call__", lambda self, step, buffers: (
+        setattr(self, "every", 0.0), _real_call(self, step, buffers)))
+    with pytest.raises(_Interrupt):
+        ensemble.train_ensemble(8, [12, 12], 3, lams, seeds, ds.X, ds.y, cfg, bias=True, device="cpu")
+    assert len(list(cache.cache_dir().glob("*.partial.json"))) == len(lams) + 1
+    monkeypatch.setattr(train.Checkpointer, "discard", real_discard)
+    monkeypatch.setattr(train.Checkpointer, "__call__", _real_call)
+    ensemble.train_ensemble(8, [12, 12], 3, lams, seeds, ds.X, ds.y, cfg, bias=True, device="cpu")
+    assert not list(cache.cache_dir().glob("*.partial.*"))
+
+
+_real_polish = train.polish
+_real_call = train.Checkpointer.__call__
