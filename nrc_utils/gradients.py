@@ -1,6 +1,7 @@
 """Back-propagated signals, gradient ranks, the cluster split and the certificate.
 
-Notation (SPEC): ``z_l = W_l h_{l-1}`` (+ ``b_l``), ``delta_{l,i} = d loss_i / d z_l``.
+Notation (the book's, chapter 2 ``02_eigenvalue_equation``): ``z_l = W_l h_{l-1}`` (+ ``b_l``),
+``delta_{l,i} = d loss_i / d z_l``.
 The gradient of ``L_0 = (1/N) sum_i loss_i`` with respect to ``W_l`` is
 
     grad_{W_l} L_0 = (1/N) sum_i delta_{l,i} h_{l-1,i}^T = (1/N) D_l^T H_{l-1},
@@ -8,8 +9,14 @@ The gradient of ``L_0 = (1/N) sum_i loss_i`` with respect to ``W_l`` is
 with ``D_l`` the ``N x d_l`` matrix of signals and ``H_{l-1}`` the ``N x d_{l-1}``
 matrix of layer inputs. At a stationary point of ``L_lambda`` this is the
 eigenvalue equation ``lambda W_l = -grad_{W_l} L_0`` (Zangrando et al. 2024,
-arXiv:2402.03991, Sec. 3). For any weights, ``R_l = grad_{W_l} L_0 + lambda W_l``
-is the stationarity residual, and every identity below holds with ``R_l`` added.
+arXiv:2402.03991, Sec. 3; the book's ``thm-eigenvalue-equation``). For any weights,
+``R_l = grad_{W_l} L_0 + lambda W_l`` is the stationarity residual, and every identity below
+holds with ``R_l`` added.
+
+Chapter 2 labels used below: ``thm-eigenvalue-equation`` (the gradient formula),
+``prop-gradient-rank`` (rank of a mini-batch gradient, the paper's Proposition 3.1),
+``prop-sgd-unrolled`` (SGD with weight decay unrolled), ``prop-cluster-split`` (the split
+``lambda W_l = A_l + B_l + R_l``); chapter 3: ``thm-neural-rank-collapse``, ``cor-numerical-rank``.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from torch import nn
 
 from .losses import sample_losses
 from .models import weight_layers
-from .spectral import ratio, singular_values, tail_distance
+from .spectral import numerical_rank, ratio, singular_values, tail_distance
 
 
 @dataclass
@@ -118,7 +125,9 @@ def stationarity_residuals(model: nn.Module, X: torch.Tensor, y: torch.Tensor, l
 
 
 def minibatch_gradient(sig: LayerSignals, batch: torch.Tensor) -> torch.Tensor:
-    """``G_B = sum_{i in B} delta_{l,i} h_{l-1,i}^T`` (Proposition 3.1: rank at most ``|B|``)."""
+    """``G_B = sum_{i in B} delta_{l,i} h_{l-1,i}^T = D_{l,B}^T H_{l-1,B}``, shape ``d_l x d_{l-1}``
+    (``prop-gradient-rank``, the paper's Proposition 3.1: rank at most
+    ``min(|B|, rank H_{l-1,B}, rank D_{l,B})``)."""
     return sig.D[batch].T @ sig.H[batch]
 
 
@@ -132,7 +141,7 @@ def class_means(H: torch.Tensor, labels: torch.Tensor, K: int) -> torch.Tensor:
 
 @dataclass
 class ClusterSplit:
-    """``lambda W_l = A_l + B_l + R_l`` (SPEC result 3).
+    """``lambda W_l = A_l + B_l + R_l`` (chapter 2, ``prop-cluster-split``).
 
     ``A = -(1/N) sum_c (sum_{i in c} delta_i) mu_c^T`` has rank at most ``K``
     (at most ``K-1`` when ``sum_i delta_i = 0``, e.g. at a stationary point with
@@ -164,14 +173,16 @@ def _relative_residual(num: float, den: float) -> float:
 
 
 def rank_bound(rhs: float, eps: float, K: int) -> int:
-    """Numerical-rank corollary: ``#{j : sigma_j > eps} <= K + floor(rhs^2 / eps^2)``."""
+    """Numerical-rank corollary (chapter 3, ``cor-numerical-rank``):
+    ``#{j : sigma_j > eps} <= K + floor(rhs^2 / eps^2)``."""
     return K + math.floor(rhs**2 / eps**2) if math.isfinite(rhs) else 10**18
 
 
 def certificate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, loss: str,
                 labels: "torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray] | None" = None,
                 K: int | None = None) -> list[dict[str, float]]:
-    """The neural-rank-collapse certificate (our form of the paper's Theorem 3.1), for any weights.
+    """The neural-rank-collapse certificate (our form of the paper's Theorem 3.1; chapter 3,
+    ``thm-neural-rank-collapse``), for any weights.
 
     For every layer, with ``e_i = h_{l-1,i} - mu_{c(i)}`` for a partition into ``K``
     clusters (the class labels ``y`` by default), ``R_l = grad_{W_l} L_0 + lambda W_l``
@@ -233,7 +244,8 @@ def certificate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, 
 
 
 def gradient_alignment(grads: list[torch.Tensor]) -> dict[str, np.ndarray | float]:
-    """Alignment of a sequence of gradient matrices ``G_1 .. G_T`` (SPEC result 8).
+    """Alignment of a sequence of gradient matrices ``G_1 .. G_T`` (chapter 2, "Gradient alignment
+    during SGD"; the paper observes that mini-batch gradients align).
 
     Returns the cosine similarity of successive gradients
     ``<G_t, G_{t+1}>_F / (||G_t|| ||G_{t+1}||)`` and the effective rank
@@ -251,3 +263,73 @@ def gradient_alignment(grads: list[torch.Tensor]) -> dict[str, np.ndarray | floa
         "effective_rank_stacked": effective_rank(flat),
         "effective_rank_sum": effective_rank(flat.sum(0).reshape(shape)),
     }
+
+
+def sgd_unrolled(W0: torch.Tensor, grads: Sequence[torch.Tensor], lr: float, lam: float) -> torch.Tensor:
+    """``W_T`` of SGD with weight decay from its gradients, by the closed form of ``prop-sgd-unrolled``
+    (chapter 2):
+
+        W_T = (1 - lr lam)^T W_0 - lr sum_{t=0}^{T-1} (1 - lr lam)^{T-1-t} G_t,
+
+    the unrolled recursion ``W_{t+1} = W_t - lr (G_t + lam W_t)`` (``torch.optim.SGD(lr, weight_decay=lam)``
+    without momentum), where ``G_t`` is the mean mini-batch gradient of ``L_0`` at step ``t``.
+    ``W0`` and every ``G_t``: ``d_l x d_{l-1}``; float64 result.
+    """
+    q = 1.0 - lr * lam
+    T = len(grads)
+    W = q**T * W0.double()
+    for t, G in enumerate(grads):
+        W = W - lr * q ** (T - 1 - t) * G.double()
+    return W
+
+
+def sum_rank_bound(grads: Sequence[torch.Tensor], rtol: float = 1e-10) -> dict[str, int]:
+    """Bounds on the rank of any linear combination ``sum_t c_t G_t`` of gradient matrices
+    (chapter 2, ``prop-sgd-unrolled``; ``G_t``: ``d_l x d_{l-1}``, at least one):
+
+    - ``columns``: ``dim(col G_0 + ... + col G_{T-1}) = rank [G_0, ..., G_{T-1}]`` (side by side,
+      ``d_l x T d_{l-1}``): every column of the sum lies in the sum of the column spaces;
+    - ``rows``: ``dim(row G_0 + ... + row G_{T-1}) = rank [G_0; ...; G_{T-1}]`` (stacked,
+      ``T d_l x d_{l-1}``), by the same argument for rows;
+    - ``bound = min(columns, rows)``, the bound of the proposition (at most ``sum_t rank G_t``);
+    - ``span``: ``dim span{G_0, ..., G_{T-1}}``, the dimension of their span as vectors
+      (``rank`` of the ``T x d_l d_{l-1}`` matrix of ``vec G_t``). It is *not* a bound on the rank of
+      the sum: ``G, G/2, 2G`` span a line, and their sum has the rank of ``G``.
+
+    Ranks are numerical ranks (:func:`nrc_utils.spectral.numerical_rank`, relative tolerance ``rtol``).
+    """
+    if len(grads) == 0:
+        raise ValueError("sum_rank_bound needs at least one gradient matrix")
+    mats = [g.double() for g in grads]
+    columns = numerical_rank(torch.cat(mats, dim=1), rtol)
+    rows = numerical_rank(torch.cat(mats, dim=0), rtol)
+    span = numerical_rank(torch.stack([m.reshape(-1) for m in mats]), rtol)
+    return {"columns": columns, "rows": rows, "bound": min(columns, rows), "span": span}
+
+
+def cluster_split_norms(sig: LayerSignals, weight: torch.Tensor, lam: float, labels: torch.Tensor, K: int,
+                        rtol: float = 1e-10) -> dict[str, float]:
+    """Frobenius norms of the four terms of ``lambda W_l = A_l + B_l + R_l`` (chapter 2,
+    ``prop-cluster-split``) for layer ``sig.layer`` with weight ``W_l`` (``d_l x d_{l-1}``), any weights:
+
+    ``lamW = ||lambda W_l||``, ``A = ||A_l||`` (class part, rank at most ``K``), ``B = ||B_l||``
+    (variability part), ``R = ||R_l||`` with ``R_l = grad_{W_l} L_0 + lambda W_l``, ``identity``
+    ``= ||lambda W_l - A_l - B_l - R_l||`` (zero up to round-off) and ``rank_A``, the numerical rank
+    of ``A_l`` (relative tolerance ``rtol``).
+    """
+    lamW = lam * weight.detach().double().to(sig.H.device)
+    parts = cluster_split(sig, labels, K)
+    R = sig.gradient() + lamW
+    return {"lamW": lamW.norm().item(), "A": parts.class_part.norm().item(),
+            "B": parts.variability_part.norm().item(), "R": R.norm().item(),
+            "identity": (lamW - parts.class_part - parts.variability_part - R).norm().item(),
+            "rank_A": numerical_rank(parts.class_part, rtol)}
+
+
+def bias_class_part_bound(sig: LayerSignals, labels: torch.Tensor, K: int) -> float:
+    """``||grad_{b_l} L_0|| ||(1/K) sum_c mu_c||`` with ``grad_{b_l} L_0 = (1/N) sum_i delta_{l,i}``: the
+    bound on ``sigma_K(A_l)`` of item 3 of ``prop-cluster-split`` (chapter 2) for a layer with a bias
+    (which needs no bias to compute; it is zero at a stationary point with an undecayed bias)."""
+    g = sig.D.sum(0) / sig.H.shape[0]
+    mu_bar = class_means(sig.H, labels, K).mean(0)
+    return (g.norm() * mu_bar.norm()).item()

@@ -1,4 +1,6 @@
-"""Tests for nrc_utils.gradients: signals, gradient ranks, cluster split, certificate (SPEC results 1-4, 8).
+"""Tests for nrc_utils.gradients: signals, gradient ranks, cluster split, certificate, SGD unrolled
+(chapter 2: thm-eigenvalue-equation, prop-gradient-rank, prop-sgd-unrolled, prop-cluster-split, the
+alignment measures; chapter 3: thm-neural-rank-collapse, cor-numerical-rank).
 
 Every check recomputes the quantity independently (autograd on ``MLP.features``,
 numpy SVDs and class means) instead of trusting another function of the module.
@@ -19,13 +21,17 @@ from nrc_utils import data, gradients, models, spectral, train
 from nrc_utils.gradients import (
     ClusterSplit,
     LayerSignals,
+    bias_class_part_bound,
     certificate,
     cluster_split,
+    cluster_split_norms,
     gradient_alignment,
     layer_signals,
     minibatch_gradient,
     rank_bound,
+    sgd_unrolled,
     stationarity_residuals,
+    sum_rank_bound,
 )
 from nrc_utils.losses import sample_losses
 from nrc_utils.spectral import numerical_rank
@@ -278,7 +284,7 @@ def test_cluster_split_rank_k_minus_1_when_signals_sum_to_zero():
 
 
 def test_cluster_split_rank_k_minus_1_at_stationary_point_with_undecayed_bias():
-    """SPEC result 3: at a stationary point whose biases are not decayed, sum_i delta_i = 0."""
+    """prop-cluster-split (3): at a stationary point whose biases are not decayed, sum_i delta_i = 0."""
     N, d, K, lam = 40, 8, 4, 0.05
     X, y = make_data(N, d, K, seed=5)
     W, b = ridge_stationary_point(X, y, K, lam, bias=True, decay_bias=False)
@@ -608,3 +614,131 @@ def test_certificate_per_layer_partitions():
     assert certificate(model, X, y, 0.05, "ce", labels=y.numpy()) == certificate(model, X, y, 0.05, "ce")
     with pytest.raises(ValueError, match="one partition per layer"):
         certificate(model, X, y, 0.05, "ce", labels=parts[:2], K=4)
+
+
+# --------------------------------------------------------------------------------------
+# prop-sgd-unrolled: the closed form, and which rank bound holds
+# --------------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(T=st.integers(1, 6), lr=st.floats(0.01, 0.5), lam=st.floats(0.0, 1.0), seed=st.integers(0, 10_000))
+def test_sgd_unrolled_equals_the_recursion(T, lr, lam, seed):
+    """W_T of the closed form = T steps of W <- W - lr (G_t + lam W)."""
+    g = torch.Generator().manual_seed(seed)
+    W0 = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    grads = [torch.randn(5, 7, generator=g, dtype=torch.float64) for _ in range(T)]
+    W = W0.clone()
+    for G in grads:
+        W = W - lr * (G + lam * W)
+    assert close(sgd_unrolled(W0, grads, lr, lam), W, 1e-12)
+
+
+def test_sgd_unrolled_equals_torch_sgd_with_weight_decay():
+    """The closed form is what torch.optim.SGD(lr, weight_decay=lam) does with the given gradients."""
+    g = torch.Generator().manual_seed(3)
+    W0 = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    grads = [torch.randn(4, 6, generator=g, dtype=torch.float64) for _ in range(5)]
+    w = torch.nn.Parameter(W0.clone())
+    opt = torch.optim.SGD([w], lr=0.2, weight_decay=0.3)
+    for G in grads:
+        opt.zero_grad()
+        w.grad = G.clone()
+        opt.step()
+    assert close(sgd_unrolled(W0, grads, 0.2, 0.3), w.detach(), 1e-12)
+
+
+@settings(max_examples=30, deadline=None, database=None)
+@given(T=st.integers(1, 6), ranks=st.lists(st.integers(1, 3), min_size=6, max_size=6),
+       shared=st.booleans(), lr=st.floats(0.01, 0.5), lam=st.floats(0.0, 1.0), seed=st.integers(0, 10_000))
+def test_prop_sgd_unrolled_rank_bound(T, ranks, shared, lr, lam, seed):
+    """rank(W_T - (1 - lr lam)^T W_0) <= min(dim sum of column spaces, dim sum of row spaces)
+    <= sum_t rank G_t, for gradients of low rank that share (or not) their column and row spaces."""
+    g = torch.Generator().manual_seed(seed)
+    d_out, d_in = 9, 11
+    U = torch.randn(d_out, 3, generator=g, dtype=torch.float64)
+    V = torch.randn(3, d_in, generator=g, dtype=torch.float64)
+    grads = []
+    for t in range(T):
+        r = ranks[t]
+        if shared:  # G_t = U C_t V: column space in span U, row space in span V
+            grads.append(U[:, :r] @ torch.randn(r, r, generator=g, dtype=torch.float64) @ V[:r])
+        else:
+            grads.append(torch.randn(d_out, r, generator=g, dtype=torch.float64)
+                         @ torch.randn(r, d_in, generator=g, dtype=torch.float64))
+    W0 = torch.randn(d_out, d_in, generator=g, dtype=torch.float64)
+    delta = sgd_unrolled(W0, grads, lr, lam) - (1 - lr * lam) ** T * W0
+    b = sum_rank_bound(grads)
+    assert np_rank(delta, 1e-9) <= b["bound"] <= sum(np_rank(G) for G in grads)
+    assert b["columns"] == np_rank(torch.cat(grads, 1)) and b["rows"] == np_rank(torch.cat(grads, 0))
+    if shared:
+        assert b["bound"] <= 3
+
+
+def test_rank_of_the_sgd_sum_is_not_bounded_by_the_span_dimension():
+    """The bound rank(W_T - (1 - eta lambda)^T W_0) <= dim span{G_0, ..., G_{T-1}} (the statement before
+    the correction) fails: G, G/2, 2G span a line, and W_T has the rank 4 of G."""
+    g = torch.Generator().manual_seed(0)
+    G = torch.randn(6, 4, generator=g, dtype=torch.float64) @ torch.randn(4, 8, generator=g, dtype=torch.float64)
+    grads = [G, 0.5 * G, 2 * G]
+    W_T = sgd_unrolled(torch.zeros(6, 8, dtype=torch.float64), grads, 0.1, 0.1)
+    b = sum_rank_bound(grads)
+    assert b["span"] == 1
+    assert np_rank(W_T) == 4 > b["span"]  # the old bound fails
+    assert np_rank(W_T) <= b["bound"] == 4  # the corrected bound holds, with equality
+
+
+def test_sum_rank_bound_refuses_no_gradients():
+    with pytest.raises(ValueError, match="at least one"):
+        sum_rank_bound([])
+
+
+# --------------------------------------------------------------------------------------
+# prop-cluster-split: the norms of the split, item 3's bound, item 4 only when d_l = K
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_cluster_split_norms_of_a_random_network(loss):
+    N, d, K, lam = 48, 9, 4, 0.03
+    X, y = make_data(N, d, K, seed=2)
+    model = make_model(d, [10, 8], K, "tanh", seed=2)
+    _, _, G = reference(model, X, y, loss)
+    for sig, layer, g in zip(layer_signals(model, X, y, loss), model.layers, G):
+        out = cluster_split_norms(sig, layer.weight, lam, y, K)
+        split = cluster_split(sig, y, K)
+        lamW = lam * layer.weight.detach()
+        assert math.isclose(out["lamW"], lamW.norm().item(), rel_tol=1e-12)
+        assert math.isclose(out["A"], split.class_part.norm().item(), rel_tol=1e-12)
+        assert math.isclose(out["B"], split.variability_part.norm().item(), rel_tol=1e-12)
+        assert math.isclose(out["R"], (g + lamW).norm().item(), rel_tol=1e-10)
+        assert out["identity"] < 1e-12 * max(1.0, out["lamW"] + out["A"] + out["B"])
+        assert out["rank_A"] == np_rank(split.class_part) <= K
+
+
+def test_bias_class_part_bound_holds_and_vanishes_at_stationarity():
+    """prop-cluster-split (3): sigma_K(A_l) <= ||grad_b L_0|| ||mean_c mu_c||; zero at a stationary point
+    with an undecayed bias."""
+    N, d, K, lam = 40, 8, 4, 0.05
+    X, y = make_data(N, d, K, seed=5)
+    model = make_model(d, [7], K, "tanh", bias=True, seed=5)
+    for sig in layer_signals(model, X, y, "mse"):
+        A = cluster_split(sig, y, K).class_part
+        s = np.linalg.svd(A.numpy(), compute_uv=False)
+        bound = bias_class_part_bound(sig, y, K)
+        assert bound > 0 and s[K - 1] <= bound * (1 + 1e-9)
+    W, b = ridge_stationary_point(X, y, K, lam, bias=True, decay_bias=False)
+    sig = layer_signals(linear_model_at(W, b), X, y, "mse")[0]
+    assert bias_class_part_bound(sig, y, K) < 1e-12
+
+
+def test_item_4_gives_k_minus_1_only_when_d_l_is_k():
+    """Signals that sum to zero over the outputs give rank A_l <= d_l - 1: that is K - 1 when d_l = K
+    (the last layer with cross-entropy), but no refinement at all when d_l > K."""
+    N, d, K = 60, 12, 4
+    X, y = make_data(N, d, K, seed=8)
+    for d_out, expected in ((K, K - 1), (K + 5, K)):
+        model = make_model(d, [14], d_out, "tanh", seed=8)
+        sig = layer_signals(model, X, y, "ce")[-1]  # last layer, cross-entropy: 1^T delta_i = 0
+        assert sig.D.sum(1).abs().max().item() < 1e-12
+        assert numerical_rank(cluster_split(sig, y, K).class_part, rtol=1e-10) == expected
