@@ -10,32 +10,41 @@ For each chapter of ``_toc.yml`` (in order): read ``book/<stem>.md`` with jupyte
 with papermill (kernel ``python3``, working directory ``book/``) with the parameters of
 ``ci/params/<profile>.yaml`` plus ``profile=<name>``, write the executed notebook to
 ``_build/stage/book/<stem>.ipynb`` (the injected-parameters cell hidden, the visible parameters
-cell showing the values of the run) and record wall time, parameters, status and device in
-``_build/records.json``. Then build ``_build/stage`` with jupyter-book, execution off, warnings as
-errors, into ``_build/html``.
+cell showing the values of the run) and record wall time, parameters, status, device and the
+SHA-256 of the source in ``_build/records.json``. Then build ``_build/stage`` with jupyter-book,
+execution off, warnings as errors, into a fresh folder that replaces ``_build/html`` only when
+the build succeeded.
+
+Nothing is lost: a staged notebook is replaced only by a successful run of its chapter (a
+failed, timed-out or interrupted chapter leaves the last good one staged, and its own partial
+notebook in ``_build/failed/<stem>.ipynb``); the stage is never emptied.
 
 ``--only STEM`` executes STEM plus the two frame pages (``index``, which names the profile, and
 ``reproducibility``, which reports on the run); every other chapter is taken as staged by an
-earlier run, with its record. If one of them was never executed, the HTML is not built and the
-runner says which chapters are missing.
+earlier run, with its record. If one of them was never executed, or was executed from another
+version of its ``.md``, the HTML is not built and the runner says which chapters to re-run.
 
-Exit status: 0 on success; 1 when a chapter raises or the HTML build fails (one line naming the
-chapter and the error; details in the partially executed notebook or the build log); 2 when
-the request is refused before anything runs (unknown profile, bad ``--set``, a chapter of the
-toc without its source or its profile section, a profile parameter that the chapter's
-parameters cell does not define).
+Exit status: 0 on success; 1 when a chapter raises or times out, or the HTML build fails (one
+line naming the chapter and the error; details in ``_build/failed/`` or the build log); 2 when
+the request is refused before anything runs (unknown profile, a profile file that is not valid
+YAML, bad ``--set``, a chapter of the toc without its source or its profile section, a profile
+parameter that the chapter's parameters cell does not define, a parameter value that the
+chapter's rules refuse (``PARAMETERS`` in ``nrc_utils.experiments.<module>``), an unusable
+result cache folder); 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -51,6 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 FRAME_PAGES = ("index", "reproducibility")
 STAGE = Path("_build") / "stage"
 RECORDS = Path("_build") / "records.json"
+FAILED = Path("_build") / "failed"  # the notebooks of chapters whose last run failed, for details
 BUILD_LOG = Path("_build") / "jupyter-book.log"
 PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib", "seaborn",
             "jupyter-book", "myst-nb", "sphinx", "papermill", "jupytext", "nrc_utils")
@@ -74,6 +84,12 @@ def parse_args(argv=None):
                    help="override one parameter of the profile (VALUE is YAML; repeatable)")
     p.add_argument("--root", default=str(REPO), help="project root (default: this repository)")
     p.add_argument("--no-html", action="store_true", help="execute and stage, do not build the HTML")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop a chapter that runs longer than this (it fails with status 'timeout')")
+    p.add_argument("--keep-going", action="store_true",
+                   help="after a failed chapter, run the others (exit status 1 all the same, no HTML)")
+    p.add_argument("--records", default=None, metavar="PATH",
+                   help="write the run records here (default: _build/records.json)")
     return p.parse_args(argv)
 
 
@@ -184,6 +200,19 @@ def check_contents(chapters, params: dict) -> None:
             raise ProjectError(str(exc)) from None
 
 
+def check_cache() -> None:
+    """The result cache folder is usable (``NRC_CACHE_DIR`` or ``.cache/nrc``), before anything runs."""
+    from nrc_utils import cache
+
+    check = getattr(cache, "check_cache_dir", None)
+    if check is None:
+        return
+    try:
+        check()
+    except ValueError as exc:
+        raise ProjectError(str(exc)) from None
+
+
 def execute_chapter(nb, chapter, root: Path, params: dict, out_path: Path):
     """Execute one chapter with papermill; return the executed notebook (raises on error)."""
     import papermill
@@ -230,8 +259,7 @@ def failure_line(stem: str, exc: Exception, out_path: Path) -> str:
     return f"error: chapter {stem} failed{where}: {what}{details}"
 
 
-def write_records(root: Path, records: dict):
-    path = root / RECORDS
+def write_records(path: Path, records: dict):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(records, indent=1, default=str))
@@ -268,27 +296,89 @@ def stage_assets(root: Path, chapters):
         shutil.copytree(root / "_static", stage / "_static", dirs_exist_ok=True)
 
 
+def _glue_gaps(log: str) -> dict[str, list[str]]:
+    """``{document: [glue keys it references but its notebook does not glue]}`` from a build log."""
+    gaps: dict[str, list[str]] = {}
+    for m in re.finditer(r"([^\s:]+?)(?:\.ipynb)?:\d*:?\s*WARNING: No key '?([^' ]+?)'? found in glue data", log):
+        gaps.setdefault(Path(m.group(1)).stem, []).append(m.group(2))
+    return gaps
+
+
 def build_html(root: Path) -> int:
-    """jupyter-book build of the stage, warnings as errors; one line per warning on failure."""
+    """jupyter-book build of the stage, warnings as errors, into a fresh folder that replaces
+    ``_build/html`` only when the build succeeded (a failed build leaves the last good book);
+    one line per warning on failure, and one line per chapter whose notebook lacks glue keys."""
     jb = Path(sys.executable).parent / "jupyter-book"
+    fresh = root / "_build" / ".html-build"
+    shutil.rmtree(fresh, ignore_errors=True)
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root / STAGE),
-           "--path-output", str(root), "--all", "--warningiserror", "--nitpick", "--keep-going"]
+           "--path-output", str(fresh), "--all", "--warningiserror", "--nitpick", "--keep-going"]
     print(f"html: jupyter-book build {STAGE} (execution off, warnings as errors) ...", flush=True)
     t0 = time.perf_counter()
-    shutil.rmtree(root / "_build" / "html", ignore_errors=True)  # no stale pages, even on failure
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     log = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # no colour codes
     (root / BUILD_LOG).write_text(log)
-    if proc.returncode != 0:
+    built = fresh / "_build" / "html"
+    if proc.returncode != 0 or not (built / "index.html").is_file():
+        gaps = _glue_gaps(log)
         problems = [ln.strip() for ln in log.splitlines()
-                    if re.search(r"\b(WARNING|ERROR|CRITICAL|SEVERE)\b|Error:|Exception", ln)]
+                    if re.search(r"\b(WARNING|ERROR|CRITICAL|SEVERE)\b|Error:|Exception", ln)
+                    and not (gaps and "found in glue data" in ln)]
         for ln in problems[:30]:
             print(f"  {ln}", file=sys.stderr)
-        print(f"error: the HTML build failed ({len(problems)} warning/error line(s); "
-              f"full log: {BUILD_LOG})", file=sys.stderr)
+        for doc, keys in gaps.items():
+            print(f"  {doc}: its staged notebook glues none of {', '.join(sorted(set(keys))[:8])}"
+                  f"{' ...' if len(set(keys)) > 8 else ''}: it is from a failed or older run; "
+                  f"re-run it with --only {doc}", file=sys.stderr)
+        shutil.rmtree(fresh, ignore_errors=True)
+        kept = " (the last good book in _build/html is kept)" if (root / "_build" / "html").is_dir() else ""
+        print(f"error: the HTML build failed ({len(problems) + len(gaps)} problem(s); "
+              f"full log: {BUILD_LOG}){kept}", file=sys.stderr)
         return 1
-    print(f"html: {root / '_build' / 'html' / 'index.html'} ({time.perf_counter() - t0:.0f} s)")
+    target, old = root / "_build" / "html", root / "_build" / ".html-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.replace(old)
+    built.replace(target)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(fresh, ignore_errors=True)
+    print(f"html: {target / 'index.html'} ({time.perf_counter() - t0:.0f} s)")
     return 0
+
+
+def source_digest(chapter, root: Path) -> str:
+    """SHA-256 of the chapter's source ``.md``: a staged notebook is current only for this text."""
+    return hashlib.sha256(chapter.source(root).read_bytes()).hexdigest()
+
+
+class ChapterTimeout(Exception):
+    """A chapter ran past ``--timeout``."""
+
+
+def _alarm(seconds: float | None):
+    """Raise :class:`ChapterTimeout` in the main thread after ``seconds`` (None: never)."""
+    if not seconds:
+        return
+    def on_alarm(_sig, _frame):
+        raise ChapterTimeout(f"it ran past --timeout {seconds:g} s")
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _no_alarm():
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def stale_chapters(chapters, root: Path, records: dict) -> list[str]:
+    """The chapters whose staged notebook is missing, or whose record says it was executed from
+    another version of its source (or does not say), with the reason."""
+    out = []
+    for c in chapters:
+        if not (root / STAGE / f"{c.file}.ipynb").is_file():
+            out.append(f"{c.stem} (never executed)")
+        elif records["chapters"].get(c.stem, {}).get("source_sha256") != source_digest(c, root):
+            out.append(f"{c.stem} (staged from an older {c.file}.md)")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,27 +397,36 @@ def run(args) -> int:
     for stem in args.only:
         if stem not in stems:
             raise ProjectError(f"--only {stem}: not a chapter of _toc.yml; chapters: {', '.join(stems)}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ProjectError(f"--timeout {args.timeout:g}: must be a number of seconds > 0")
     selected = [c for c in chapters if not args.only or c.stem in args.only or c.stem in FRAME_PAGES]
     skipped = {project.parse_override(o)[0] for o in args.overrides} - {c.stem for c in selected}
     if skipped:
         raise ProjectError(f"--set for {', '.join(sorted(skipped))}, which --only does not execute")
+    records_path = Path(args.records).resolve() if args.records else root / RECORDS
     params = {c.stem: {"profile": profile_name, **profile[c.stem]} for c in selected}
+    if "reproducibility" in params and args.records:
+        params["reproducibility"]["records_path"] = str(records_path)
     notebooks = {c.stem: read_chapter(c, root, params[c.stem]) for c in selected}
     check_contents(selected, params)
+    check_cache()
 
     os.environ.update(kernel_environment(profile_name))
     logging.getLogger("papermill").setLevel(logging.ERROR)
     logging.getLogger("traitlets").setLevel(logging.ERROR)
     import nbformat
 
+    # The stage is never emptied: a chapter's staged notebook is replaced only by a successful
+    # run of that chapter, so a failed or interrupted run leaves the last good one in place.
     stage = root / STAGE
-    if not args.only and stage.exists():
-        shutil.rmtree(stage)
     stage.mkdir(parents=True, exist_ok=True)
-
+    failed_dir = root / FAILED
     previous = {}
-    if args.only and (root / RECORDS).is_file():
-        previous = json.loads((root / RECORDS).read_text()).get("chapters", {})
+    if records_path.is_file():
+        try:
+            previous = json.loads(records_path.read_text()).get("chapters", {})
+        except (OSError, ValueError):
+            previous = {}
     records = {
         "profile": profile_name,
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -338,50 +437,76 @@ def run(args) -> int:
         "command": " ".join(["python", "ci/build_book.py", *sys.argv[1:]]),
         "chapters": {},
     }
-    # Chapters not selected by --only keep their earlier record (when their notebook is staged).
+    # Chapters not executed by this run keep their earlier record (when their notebook is staged).
     for c in chapters:
-        if c not in selected and c.stem in previous and (stage / f"{c.file}.ipynb").is_file():
+        if c.stem in previous and (stage / f"{c.file}.ipynb").is_file():
             records["chapters"][c.stem] = previous[c.stem]
-    write_records(root, records)
 
-    n = len(selected)
+    def save_records():
+        records["chapters"] = {s: records["chapters"][s] for s in stems if s in records["chapters"]}
+        write_records(records_path, records)
+
+    save_records()
+    n, failures = len(selected), []
     for i, c in enumerate(selected, 1):
         out_path = stage / f"{c.file}.ipynb"
+        running = failed_dir / f"{c.stem}.running.ipynb"
         print(f"[{i}/{n}] {c.stem} ({profile_name}) ...", end=" ", flush=True)
         entry = {"file": f"{c.file}.md", "profile": profile_name, "parameters": params[c.stem],
                  "overrides": [o for o in args.overrides if o.startswith(f"{c.stem}.")],
+                 "source_sha256": source_digest(c, root),
                  "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
         t0 = time.perf_counter()
         try:
-            nb = execute_chapter(notebooks[c.stem], c, root, params[c.stem], out_path)
-        except Exception as exc:  # noqa: BLE001  (a chapter may raise anything)
-            entry.update(status="failed", wall_s=round(time.perf_counter() - t0, 2),
-                         error=f"{getattr(exc, 'ename', type(exc).__name__)}")
-            records["chapters"][c.stem] = entry
-            write_records(root, records)
-            print("failed")
-            print(failure_line(c.stem, exc, out_path), file=sys.stderr)
+            _alarm(args.timeout)
+            nb = execute_chapter(notebooks[c.stem], c, root, params[c.stem], running)
+            _no_alarm()
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001  (a chapter may raise anything)
+            _no_alarm()
+            kept = f"{failed_dir / c.stem}.ipynb"
+            if running.exists():
+                running.replace(kept)
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
+                "timeout" if isinstance(exc, ChapterTimeout) else "failed"
+            attempt = {**entry, "status": status, "wall_s": round(time.perf_counter() - t0, 2),
+                       "error": f"{getattr(exc, 'ename', type(exc).__name__)}"}
+            if c.stem in records["chapters"]:  # the last good notebook stays staged, with its record
+                records["chapters"][c.stem] = {**records["chapters"][c.stem], "last_attempt": attempt}
+            else:
+                records["chapters"][c.stem] = attempt
+            save_records()
+            print(status)
+            print(failure_line(c.stem, exc, Path(kept)), file=sys.stderr)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            failures.append(c.stem)
+            if args.keep_going:
+                continue
             return 1
         wall = round(time.perf_counter() - t0, 2)
         nb = present_notebook(nb, params[c.stem], profile_name, f"{c.file}.md")
-        nbformat.write(nb, out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, running)
+        running.replace(out_path)  # atomic: the staged notebook is whole, old or new
         entry.update(status="ok", wall_s=wall,
                      device=glued_text(nb, "device") or records["hardware"]["device"])
         records["chapters"][c.stem] = entry
-        # records in toc order, so that the reproducibility page lists chapters as the book does
-        records["chapters"] = {s: records["chapters"][s] for s in stems if s in records["chapters"]}
-        write_records(root, records)
+        save_records()
         print(f"ok ({wall:.1f} s)", flush=True)
 
+    if failures:
+        print(f"error: {len(failures)} chapter(s) failed: {', '.join(failures)}; HTML not built "
+              f"(the last good notebooks stay staged; details in {FAILED}/)", file=sys.stderr)
+        return 1
     stage_assets(root, chapters)
     stage_config(root)
     if args.no_html:
         print(f"staged: {stage} (no HTML: --no-html)")
         return 0
-    missing = [c.stem for c in chapters if not (stage / f"{c.file}.ipynb").is_file()]
-    if missing:
-        print(f"staged: {stage}; HTML not built: never executed: {', '.join(missing)} "
-              "(run without --only once)")
+    stale = stale_chapters(chapters, root, records)
+    if stale:
+        print(f"staged: {stage}; HTML not built: {', '.join(stale)}: run them with --only, "
+              "or the whole book without --only")
         return 0
     return build_html(root)
 

@@ -50,10 +50,30 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line on what is wrong in a YAML text, with the line and column where it is known
+    (a syntax error has ``problem`` and ``problem_mark``; a control character is a ReaderError
+    with neither)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None)
+    if problem is None and isinstance(exc, yaml.reader.ReaderError):
+        problem = f"it contains the control character {chr(exc.character)!r}" if isinstance(exc.character, int) \
+            else "it contains a character YAML does not allow"
+    return " ".join(f"{problem or type(exc).__name__}{where}".split())
+
+
 def load_yaml(text_or_path):
-    """Parse YAML (a path or a string) with exponent floats such as ``1e-3`` read as floats."""
-    text = Path(text_or_path).read_text() if isinstance(text_or_path, Path) else text_or_path
-    return yaml.load(text, Loader=_Loader)
+    """Parse YAML (a path or a string) with exponent floats such as ``1e-3`` read as floats.
+    A file that is not valid YAML is refused with one line naming the file and the problem."""
+    if isinstance(text_or_path, Path):
+        try:
+            return yaml.load(text_or_path.read_text(), Loader=_Loader)
+        except yaml.YAMLError as exc:
+            raise ProjectError(f"{text_or_path} is not valid YAML: {yaml_problem(exc)}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProjectError(f"{text_or_path} cannot be read: {exc}") from None
+    return yaml.load(text_or_path, Loader=_Loader)
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +225,7 @@ def parse_override(text: str) -> tuple[str, str, object]:
     try:
         value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ProjectError(f"--set {stem}.{name}: {raw!r} is not valid YAML ({exc.problem})") from None
+        raise ProjectError(f"--set {stem}.{name}: {raw!r} is not valid YAML ({yaml_problem(exc)})") from None
     return stem, name, value
 
 

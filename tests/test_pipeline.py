@@ -193,8 +193,9 @@ def test_failing_chapter_fails_the_run_naming_chapter_and_error(tmp_path):
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, err
     assert "chapter 02_boom failed" in lines[0] and "ValueError: boom" in lines[0]
-    staged = tmp_path / "_build" / "stage" / "book" / "02_boom.ipynb"
-    assert staged.is_file() and str(staged.name) in lines[0]  # the partial notebook, for details
+    partial = tmp_path / "_build" / "failed" / "02_boom.ipynb"
+    assert partial.is_file() and str(partial.relative_to(tmp_path)) in lines[0]  # for details
+    assert not (tmp_path / "_build" / "stage" / "book" / "02_boom.ipynb").exists()  # never staged
     records = json.loads((tmp_path / "_build" / "records.json").read_text())
     assert records["chapters"]["02_boom"]["status"] == "failed"
     assert records["chapters"]["index"]["status"] == "ok"
@@ -307,3 +308,98 @@ def test_reproducibility_page_runs_alone_without_records(tmp_path):
     nb = nbformat.read(out_nb, as_version=4)
     text = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "No run records were found" in text
+
+
+# --------------------------------------------------------------------------------------------
+# Nothing brittle: YAML errors, failed and interrupted chapters, stale stages, timeouts.
+def test_control_character_in_a_set_value_is_one_line():
+    line = _one_line(*run(RUNNER, "--set", "03_neural_rank_collapse.seed=1\x01"))
+    assert line == ("error: --set 03_neural_rank_collapse.seed: '1\\x01' is not valid YAML "
+                    "(it contains the control character '\\x01')")
+
+
+def test_syntax_error_in_a_profile_file_is_one_line(tmp_path):
+    make_project(tmp_path, {"index": f"# Index\n\n{parameters_cell('seed = 0')}"}, {"index": {"seed": 0}})
+    (tmp_path / "ci" / "params" / "ci.yaml").write_text("index:\n  seed: [0\n")
+    line = _one_line(*run(RUNNER, "--root", tmp_path))
+    assert line.startswith(f"error: {tmp_path / 'ci' / 'params' / 'ci.yaml'} is not valid YAML: ")
+    assert "line 3" in line
+
+
+FLAKY = f"""\
+# Flaky
+
+{parameters_cell("fail = False", "wait = 0.0")}
+```{{code-cell}} ipython3
+import time
+from myst_nb import glue
+
+time.sleep(wait)
+if fail:
+    raise RuntimeError("broken run")
+glue("answer", 42, display=False)
+```
+
+The answer is {{glue:text}}`answer`.
+"""
+
+
+def _staged(root, stem):
+    return root / "_build" / "stage" / "book" / f"{stem}.ipynb"
+
+
+def test_failed_chapter_keeps_the_last_good_stage_and_html(tmp_path):
+    make_project(tmp_path, {"01_flaky": FLAKY}, {"01_flaky": {"fail": False, "wait": 0.0}}, config=True)
+    rc, out, err = run(RUNNER, "--root", tmp_path)
+    assert rc == 0, out + err
+    good = _staged(tmp_path, "01_flaky").read_bytes()
+    page = tmp_path / "_build" / "html" / "book" / "01_flaky.html"
+    html = page.read_text()
+    assert "The answer is 42" in " ".join(BeautifulSoup(html, "html.parser").get_text(" ").split())
+
+    rc, out, err = run(RUNNER, "--root", tmp_path, "--set", "01_flaky.fail=true")
+    assert rc == 1 and "RuntimeError: broken run" in err
+    assert _staged(tmp_path, "01_flaky").read_bytes() == good  # the last good notebook, untouched
+    assert page.read_text() == html  # and the last good book
+    assert (tmp_path / "_build" / "failed" / "01_flaky.ipynb").is_file()
+    rec = json.loads((tmp_path / "_build" / "records.json").read_text())["chapters"]["01_flaky"]
+    assert rec["status"] == "ok" and rec["parameters"]["fail"] is False  # the record of what is staged
+    assert rec["last_attempt"]["status"] == "failed" and rec["last_attempt"]["parameters"]["fail"] is True
+
+
+def test_timeout_stops_a_chapter_and_keeps_going_runs_the_rest(tmp_path):
+    make_project(tmp_path, {"index": f"# Index\n\n{parameters_cell()}", "02_slow": FLAKY, "03_ok": FLAKY},
+                 {"index": {}, "02_slow": {"fail": False, "wait": 60.0}, "03_ok": {"fail": False, "wait": 0.0}})
+    rc, out, err = run(RUNNER, "--root", tmp_path, "--timeout", "8", "--keep-going", "--no-html")
+    assert rc == 1, out + err
+    assert "chapter 02_slow failed" in err and "--timeout 8 s" in err
+    assert "[3/3] 03_ok (ci) ... ok" in out  # kept going
+    records = json.loads((tmp_path / "_build" / "records.json").read_text())["chapters"]
+    assert records["02_slow"]["status"] == "timeout" and records["03_ok"]["status"] == "ok"
+    assert not _staged(tmp_path, "02_slow").exists() and _staged(tmp_path, "03_ok").is_file()
+    assert err.strip().splitlines()[-1].startswith("error: 1 chapter(s) failed: 02_slow")
+
+
+def test_html_is_not_built_from_a_chapter_staged_from_an_older_source(tmp_path):
+    make_project(tmp_path, {"index": f"# Index\n\n{parameters_cell()}", "02_a": FLAKY, "03_b": FLAKY},
+                 {"index": {}, "02_a": {"fail": False, "wait": 0.0}, "03_b": {"fail": False, "wait": 0.0}},
+                 config=True)
+    rc, out, err = run(RUNNER, "--root", tmp_path, "--no-html")
+    assert rc == 0, out + err
+    src = tmp_path / "book" / "03_b.md"
+    src.write_text(src.read_text().replace("The answer is", "Now the answer is"))
+    rc, out, err = run(RUNNER, "--root", tmp_path, "--only", "02_a")
+    assert rc == 0, out + err
+    assert "HTML not built: 03_b (staged from an older book/03_b.md)" in out
+    assert not (tmp_path / "_build" / "html").exists()
+
+
+def test_records_option_writes_the_records_where_asked(tmp_path):
+    make_project(tmp_path, {"01_ok": FLAKY}, {"01_ok": {"fail": False, "wait": 0.0}}, config=True)
+    target = tmp_path / "elsewhere" / "run.json"
+    rc, out, err = run(RUNNER, "--root", tmp_path, "--no-html", "--records", target)
+    assert rc == 0, out + err
+    assert json.loads(target.read_text())["chapters"]["01_ok"]["status"] == "ok"
+    assert not (tmp_path / "_build" / "records.json").exists()
+    line = _one_line(*run(RUNNER, "--root", tmp_path, "--timeout", "0"))
+    assert line == "error: --timeout 0: must be a number of seconds > 0"
