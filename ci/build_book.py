@@ -327,9 +327,10 @@ def build_html(root: Path) -> int:
         for ln in problems[:30]:
             print(f"  {ln}", file=sys.stderr)
         for doc, keys in gaps.items():
-            print(f"  {doc}: its staged notebook glues none of {', '.join(sorted(set(keys))[:8])}"
-                  f"{' ...' if len(set(keys)) > 8 else ''}: it is from a failed or older run; "
-                  f"re-run it with --only {doc}", file=sys.stderr)
+            print(f"  {doc}: its notebook does not glue {', '.join(sorted(set(keys))[:8])}"
+                  f"{' ...' if len(set(keys)) > 8 else ''}, which its text uses: glue them in the "
+                  f"chapter (or re-run it with --only {doc} if its notebook is older than its text)",
+                  file=sys.stderr)
         shutil.rmtree(fresh, ignore_errors=True)
         kept = " (the last good book in _build/html is kept)" if (root / "_build" / "html").is_dir() else ""
         print(f"error: the HTML build failed ({len(problems) + len(gaps)} problem(s); "

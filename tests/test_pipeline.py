@@ -403,3 +403,15 @@ def test_records_option_writes_the_records_where_asked(tmp_path):
     assert not (tmp_path / "_build" / "records.json").exists()
     line = _one_line(*run(RUNNER, "--root", tmp_path, "--timeout", "0"))
     assert line == "error: --timeout 0: must be a number of seconds > 0"
+
+
+def test_html_build_names_the_chapter_that_lacks_glue_keys(tmp_path):
+    gappy = FLAKY.replace("The answer is {glue:text}`answer`.", "The answer is {glue:text}`answer`, "
+                          "then {glue:text}`missing_one` and {glue:text}`missing_two`.")
+    make_project(tmp_path, {"01_gappy": gappy}, {"01_gappy": {"fail": False, "wait": 0.0}}, config=True)
+    rc, out, err = run(RUNNER, "--root", tmp_path)
+    assert rc == 1, out + err
+    named = [ln for ln in err.splitlines() if "01_gappy: its notebook does not glue" in ln]
+    assert len(named) == 1 and "missing_one, missing_two" in named[0], err
+    assert "found in glue data" not in err  # no wall of the builder's own lines
+    assert not (tmp_path / "_build" / "html").exists() and not (tmp_path / "_build" / ".html-build").exists()
