@@ -204,12 +204,9 @@ def check_cache() -> None:
     """The result cache folder is usable (``NRC_CACHE_DIR`` or ``.cache/nrc``), before anything runs."""
     from nrc_utils import cache
 
-    check = getattr(cache, "check_cache_dir", None)
-    if check is None:
-        return
     try:
-        check()
-    except ValueError as exc:
+        cache.check_cache_dir()
+    except cache.CacheDirError as exc:
         raise ProjectError(str(exc)) from None
 
 

@@ -415,3 +415,15 @@ def test_html_build_names_the_chapter_that_lacks_glue_keys(tmp_path):
     assert len(named) == 1 and "missing_one, missing_two" in named[0], err
     assert "found in glue data" not in err  # no wall of the builder's own lines
     assert not (tmp_path / "_build" / "html").exists() and not (tmp_path / "_build" / ".html-build").exists()
+
+
+def test_unusable_cache_folder_is_refused_before_anything_runs(tmp_path):
+    make_project(tmp_path, {"01_ok": FLAKY}, {"01_ok": {"fail": False, "wait": 0.0}})
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NRC_CACHE_DIR": str(blocker)}
+    proc = subprocess.run([sys.executable, str(RUNNER), "--root", str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, env=env)
+    line = _one_line(proc.returncode, proc.stdout, proc.stderr)
+    assert line.startswith(f"error: NRC_CACHE_DIR={blocker} is a file, not a folder; ")
+    assert not (tmp_path / "_build").exists()  # refused before anything ran
