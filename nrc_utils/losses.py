@@ -1,6 +1,6 @@
 """Per-sample losses ``loss(f(x_i), y_i)`` and accuracy.
 
-- ``"mse"``: the square loss ``loss(f, y) = (1/2) ||f - y||^2`` with ``y`` one-hot (SPEC notation).
+- ``"mse"``: the square loss ``loss(f, y) = (1/2) ||f - y||^2`` with ``y`` one-hot (the book's notation).
 - ``"ce"``: the usual cross-entropy on logits.
 
 ``L_0 = (1/N) sum_i loss_i`` is :func:`mean_loss`.

@@ -1,6 +1,6 @@
 """Networks of the book: MLPs, deep linear networks and a small CNN.
 
-Notation (SPEC): ``f(x) = W_L s(W_{L-1} ... s(W_1 x))`` with ``h_0 = x``,
+Notation (the book's): ``f(x) = W_L s(W_{L-1} ... s(W_1 x))`` with ``h_0 = x``,
 ``z_l = W_l h_{l-1}`` (plus ``b_l`` when biases are on) and ``h_l = s(z_l)``.
 
 Initialisation is explicit and seeded, so a member of an ensemble
