@@ -5,13 +5,20 @@ Fashion-MNIST and CIFAR-10, as :class:`Dataset` objects (inputs ``x_i``, labels
 The Gaussian mixture is the data model of the paper's Section 4 (Zangrando et al.,
 arXiv:2402.03991): ``x = m_c + s * xi`` with ``xi ~ N(0, I_d)``. Digits (1797 real 8x8
 handwritten digits, shipped with scikit-learn) is always available offline. MNIST,
-Fashion-MNIST and CIFAR-10 are read from their standard on-disk formats under a data
-root, which is
+Fashion-MNIST and CIFAR-10 are read from their standard on-disk formats.
 
-- the environment variable ``NRC_DATA_ROOT`` when it is set, else
-- ``<repo>/data`` (``Path(__file__).resolve().parents[1] / "data"``, git-ignored).
+Where data is looked for, in this order (the first folder that holds a complete set of
+files wins, separately for the training and the test files):
 
-Files are looked for in these folders under the root (the first complete one wins):
+1. the user's data root, which is the ``root`` argument when it is given, else the
+   environment variable ``NRC_DATA_ROOT`` when it is set, else ``<repo>/data``
+   (``Path(__file__).resolve().parents[1] / "data"``, git-ignored);
+2. then the system-wide folders of :data:`SYSTEM_DATA_DIRS`, i.e. ``/usr/share/datasets``,
+   where Debian's package ``dataset-fashion-mnist`` puts Fashion-MNIST
+   (``/usr/share/datasets/fashion-mnist/*-idx?-ubyte.gz``; ``make`` installs it where
+   apt-get can be used as root). A copy in the user's data root always takes precedence.
+
+Under each of these roots, files are looked for in these folders:
 
 - MNIST: ``MNIST/raw`` (torchvision's layout), ``mnist``, the root itself;
 - Fashion-MNIST: ``FashionMNIST/raw`` (torchvision's layout), ``fashion_mnist``,
@@ -20,8 +27,19 @@ Files are looked for in these folders under the root (the first complete one win
   ``cifar-10-batches-py`` (python version), each also under ``cifar10/``.
 
 ``download=True`` fetches the canonical files (checked against their published MD5
-sums) where the network allows; otherwise :class:`DataNotFoundError` says which files to
-copy where. :func:`available` says whether a data set is present, without downloading.
+sums) into the user's data root when they are in none of these folders and the network
+allows; otherwise :class:`DataNotFoundError` says which files to copy where.
+:func:`available` says whether a data set's files are present, without downloading or
+reading them.
+
+Every problem with the files is one line naming the file, what is wrong and what to do,
+raised as a :class:`DataError`: :class:`DataNotFoundError` (absent; the data root is a
+file; a download failed), :class:`DataCorruptError` (truncated, damaged or not the
+expected format: cut headers, headers promising more data than the file holds, broken
+gzip streams, unloadable or mis-shaped pickles, float pixels, mismatched image and label
+counts, labels outside ``0..9``) and :class:`DataPermissionError` (a folder or file that
+cannot be read). Sizes promised by a header are checked against the data actually
+present before anything of that size is allocated.
 """
 
 from __future__ import annotations
@@ -29,13 +47,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import io
 import logging
+import math
 import os
 import pickle
 import shutil
-import struct
 import tarfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +65,13 @@ import torch
 
 __all__ = [
     "Dataset",
+    "DataError",
     "DataNotFoundError",
+    "DataCorruptError",
+    "DataPermissionError",
+    "SYSTEM_DATA_DIRS",
     "data_root",
+    "search_roots",
     "gaussian_mixture",
     "digits",
     "mnist",
@@ -64,18 +89,111 @@ log = logging.getLogger(__name__)
 NAMES = ("gaussian_mixture", "digits", "mnist", "fashion_mnist", "cifar10")
 
 
-class DataNotFoundError(FileNotFoundError):
+#: System-wide data folders searched after the user's data root, in order (see the module
+#: docstring). Debian's ``dataset-fashion-mnist`` installs ``fashion-mnist/`` here.
+SYSTEM_DATA_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets"),)
+
+
+class DataError(Exception):
+    """A data set's files are absent, unreadable or damaged (always a one-line message)."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
     """A data set's files are not on disk (and could not be downloaded)."""
 
 
+class DataCorruptError(DataError, ValueError):
+    """A data file is truncated, damaged or not in the expected format."""
+
+
+class DataPermissionError(DataError, PermissionError):
+    """A data folder or file exists but this user may not read it."""
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: ``root`` if given, else ``$NRC_DATA_ROOT``, else ``<repo>/data``."""
+    """The user's data root: ``root`` if given, else ``$NRC_DATA_ROOT``, else ``<repo>/data``."""
     if root is not None:
         return Path(root).expanduser()
     env = os.environ.get("NRC_DATA_ROOT")
     if env:
         return Path(env).expanduser()
     return Path(__file__).resolve().parents[1] / "data"
+
+
+def search_roots(root: str | os.PathLike | None = None) -> list[Path]:
+    """The roots searched for files, in order: :func:`data_root`, then :data:`SYSTEM_DATA_DIRS`."""
+    first = data_root(root)
+    return [first] + [p for p in SYSTEM_DATA_DIRS if p != first]
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _remedy(path: Path, plural: bool = False) -> str:
+    """What to do about a bad file: re-download or re-copy it, or reinstall its package."""
+    it, copy = ("them", "good copies") if plural else ("it", "a good copy")
+    for system in SYSTEM_DATA_DIRS:
+        if path.is_relative_to(system):
+            if path.parent.name == "fashion-mnist":
+                return f"reinstall {it}: apt-get install --reinstall dataset-fashion-mnist"
+            return f"reinstall the package that provides {it} (dpkg -S {path} names it)"
+    return f"delete {it} and download {it} again (download=True) or copy {copy} there"
+
+
+def _corrupt(path: Path, what: str, plural: bool = False, remedy: str | None = None) -> DataCorruptError:
+    return DataCorruptError(f"{path} {what}; {remedy or _remedy(path, plural)}")
+
+
+def _denied(path: Path) -> DataPermissionError:
+    return DataPermissionError(
+        f"{path} cannot be read by this user (permission denied); make it readable "
+        f"(e.g. chmod -R a+rX {path}) or point NRC_DATA_ROOT at a readable copy"
+    )
+
+
+def _check_root(base: Path) -> None:
+    """Refuse a data root that is (under) a file, or a folder this user may not enter."""
+    for p in (base, *base.parents):
+        try:
+            if not p.exists():
+                continue
+        except PermissionError:  # a folder above p may not be entered
+            raise _denied(p.parent) from None
+        if not p.is_dir():
+            raise DataNotFoundError(
+                f"data root {base} is not a folder ({p} is a file); pass root= or set NRC_DATA_ROOT "
+                "to a folder (it is created on download)"
+            )
+        if p == base and not os.access(p, os.R_OK | os.X_OK):
+            raise _denied(p)
+        return
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except PermissionError:
+        raise _denied(path.parent) from None
+
+
+def _open_bytes(path: Path) -> Any:
+    """``open(path, "rb")``, a refused permission as :class:`DataPermissionError`."""
+    try:
+        return open(path, "rb")
+    except PermissionError:
+        raise _denied(path) from None
+    except OSError as err:
+        raise _corrupt(path, f"cannot be opened ({_one_line(err)})") from err
+
+
+def _read_all(path: Path) -> bytes:
+    with _open_bytes(path) as f:
+        try:
+            return f.read()
+        except OSError as err:
+            raise _corrupt(path, f"cannot be read ({_one_line(err)})") from err
 
 
 # --------------------------------------------------------------------------------------
@@ -277,45 +395,120 @@ def _idx_folders(name: str, root: Path) -> list[Path]:
 def _idx_file(folder: Path, stem: str) -> Path | None:
     """``folder/stem`` or ``folder/stem.gz``, whichever exists (uncompressed first)."""
     for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
+        if _is_file(candidate):
             return candidate
     return None
 
 
-def _find_idx(name: str, root: Path, train: bool) -> tuple[Path, Path] | None:
-    for folder in _idx_folders(name, root):
-        images, labels = (_idx_file(folder, stem) for stem in _IDX_STEMS[train])
-        if images is not None and labels is not None:
-            return images, labels
+def _first(roots: list[Path], probe: Any) -> Any:
+    """``probe(root)`` for each root in order, the first result that is not None. An
+    unreadable user data root (the first) is an error; an unreadable system folder
+    counts as absent."""
+    for i, root in enumerate(roots):
+        try:
+            hit = probe(root)
+        except DataPermissionError:
+            if i == 0:
+                raise
+            continue
+        if hit is not None:
+            return hit
     return None
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file (optionally gzipped) as a numpy array of its stored shape."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as err:
-        raise ValueError(f"{path} cannot be read ({err}); delete it and download or copy it again") from err
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number); delete it and download or copy it again")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(data) - header != expected:
-        raise ValueError(
-            f"{path} holds {len(data) - header} data bytes but its header promises {expected}: "
-            "the file is truncated or corrupt; delete it and download or copy it again"
+def _find_idx(name: str, roots: list[Path], train: bool) -> tuple[Path, Path] | None:
+    def probe(root: Path) -> tuple[Path, Path] | None:
+        for folder in _idx_folders(name, root):
+            images, labels = (_idx_file(folder, stem) for stem in _IDX_STEMS[train])
+            if images is not None and labels is not None:
+                return images, labels
+        return None
+
+    return _first(roots, probe)
+
+
+_CHUNK = 1 << 22  # 4 MiB
+
+
+def _read_upto(f: Any, n: int) -> bytearray:
+    """At most ``n`` bytes of ``f``, read in chunks: never allocates more than is there."""
+    out = bytearray()
+    while len(out) < n:
+        chunk = f.read(min(_CHUNK, n - len(out)))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _read_idx(path: Path, kind: str) -> np.ndarray:
+    """An IDX file (optionally gzipped) of unsigned bytes as a numpy array of its stored
+    shape: ``kind="images"`` must be ``(n, 28, 28)``, ``kind="labels"`` ``(n,)`` in ``0..9``.
+
+    The header (magic number, type code, dimensions) is read and checked first, and the
+    size it promises is compared with the bytes actually present while reading them in
+    chunks, so a damaged header claiming 10^12 items allocates nothing of that size."""
+    gz = path.suffix == ".gz"
+    with _open_bytes(path) as raw:
+        try:
+            f = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+            head = _read_upto(f, 4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                if head[:2] == b"\x1f\x8b" and not gz:
+                    raise _corrupt(path, "is gzip-compressed but not named .gz", remedy="rename it to end in .gz")
+                if len(head) < 4:
+                    raise _corrupt(path, f"is cut inside its IDX header ({len(head)} of at least 4 bytes)")
+                raise _corrupt(path, "is not an IDX file (bad magic number)")
+            code, ndim = head[2], head[3]
+            if code not in _IDX_DTYPES:
+                raise _corrupt(path, f"is not an IDX file (unknown type code 0x{code:02X})")
+            if code != 0x08:
+                raise _corrupt(
+                    path,
+                    f"holds {np.dtype(_IDX_DTYPES[code]).name} values (IDX type code 0x{code:02X}), but MNIST "
+                    f"{kind} are unsigned bytes (type code 0x08); the loader does not cast other types",
+                )
+            want_ndim = 3 if kind == "images" else 1
+            if ndim != want_ndim:
+                raise _corrupt(path, f"has {ndim} dimensions, but MNIST {kind} have {want_ndim}")
+            dims_raw = _read_upto(f, 4 * ndim)
+            if len(dims_raw) < 4 * ndim:
+                raise _corrupt(path, f"is cut inside its IDX header ({4 + len(dims_raw)} of {4 + 4 * ndim} bytes)")
+            dims = tuple(int.from_bytes(dims_raw[4 * i: 4 * i + 4], "big") for i in range(ndim))
+            if kind == "images" and dims[1:] != (28, 28):
+                raise _corrupt(path, f"holds images of {dims[1]}x{dims[2]} pixels, but MNIST images are 28x28")
+            expected = math.prod(dims)  # unsigned bytes: one byte per item, exact (no overflow)
+            body = _read_upto(f, expected + 1)
+        except DataError:
+            raise
+        except PermissionError:
+            raise _denied(path) from None
+        except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+            what = "gzip stream is truncated or damaged" if gz else "cannot be read"
+            raise _corrupt(path, f"is corrupt: its {what} ({_one_line(err)})") from err
+    if len(body) != expected:
+        if len(body) > expected:
+            raise _corrupt(path, f"holds more data bytes than its header promises ({expected}): the file is corrupt")
+        raise _corrupt(
+            path,
+            f"holds {len(body)} data bytes but its header promises {expected} "
+            f"({' x '.join(map(str, dims))}): the file is truncated or corrupt",
         )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    array = np.frombuffer(body, dtype=np.uint8).reshape(dims)
+    if kind == "labels" and array.size and int(array.max()) > 9:
+        raise _corrupt(path, f"holds labels up to {int(array.max())}, but MNIST labels lie in 0..9: the file is corrupt")
+    return array
 
 
 def _download(url: str, dest: Path, md5: str) -> None:
     """Fetch ``url`` to ``dest`` (via a ``.part`` file), checking its MD5 sum."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataNotFoundError(
+            f"cannot create {dest.parent} to download {url} into ({_one_line(err)}); "
+            "make it writable, or copy the file there"
+        ) from err
     part = dest.with_name(dest.name + ".part")
     log.info("downloading %s to %s", url, dest)
     try:
@@ -324,7 +517,7 @@ def _download(url: str, dest: Path, md5: str) -> None:
     except (OSError, http.client.HTTPException) as err:
         part.unlink(missing_ok=True)
         raise DataNotFoundError(
-            f"download of {url} failed ({err}); copy the file to {dest.parent} instead"
+            f"download of {url} failed ({_one_line(err)}); copy the file to {dest.parent} instead"
         ) from err
     digest = hashlib.md5(part.read_bytes(), usedforsecurity=False).hexdigest()
     if digest != md5:
@@ -337,31 +530,37 @@ def _download(url: str, dest: Path, md5: str) -> None:
 
 def _load_idx(name: str, title: str, root: Any, train: bool, download: bool) -> Dataset:
     base = data_root(root)
-    found = _find_idx(name, base, train)
+    _check_root(base)
+    roots = search_roots(root)
+    found = _find_idx(name, roots, train)
     if found is None and download:
         url, md5s = _IDX_SOURCES[name]
         target = _idx_folders(name, base)[0]
         for filename, md5 in md5s.items():
             if _idx_file(target, filename[: -len(".gz")]) is None:
                 _download(url + filename, target / filename, md5)
-        found = _find_idx(name, base, train)
+        found = _find_idx(name, roots, train)
     if found is None:
         split = "training" if train else "test"
         images, labels = _IDX_STEMS[train]
-        folders = ", ".join(str(f) for f in _idx_folders(name, base))
+        folders = ", ".join(str(f) for r in roots for f in _idx_folders(name, r))
         raise DataNotFoundError(
             f"{title} {split} files {images}[.gz] and {labels}[.gz] not found in any of {folders}; "
             f"pass download=True where the network allows, or copy the files to {_idx_folders(name, base)[0]}"
         )
-    images, labels = (_read_idx(p) for p in found)
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(
-            f"{found[0]} and {found[1]} do not match (image shape {images.shape}, label shape {labels.shape}); "
-            "replace them with a matching pair"
+    image_path, label_path = found
+    images = _read_idx(image_path, "images")
+    labels = _read_idx(label_path, "labels")
+    if len(images) != len(labels):
+        raise _corrupt(
+            image_path,
+            f"holds {len(images)} images but {label_path} holds {len(labels)} labels: they are not a pair",
+            plural=True,
         )
-    X = images.astype(np.float32)[:, None, :, :] / np.float32(255.0)
+    X = images.astype(np.float32)
+    X /= np.float32(255.0)
     y = labels.astype(np.int64)
-    return Dataset(torch.from_numpy(X), torch.from_numpy(y), 10, f"{name}/{'train' if train else 'test'}")
+    return Dataset(torch.from_numpy(X[:, None, :, :]), torch.from_numpy(y), 10, f"{name}/{'train' if train else 'test'}")
 
 
 def mnist(root: str | os.PathLike | None = None, train: bool = True, download: bool = False) -> Dataset:
@@ -400,31 +599,52 @@ def _cifar_folders(root: Path, kind: str) -> list[Path]:
     return [root / f"cifar-10-batches-{kind}", root / "cifar10" / f"cifar-10-batches-{kind}"]
 
 
-def _find_cifar(root: Path, train: bool) -> tuple[str, list[Path]] | None:
-    """``("bin", files)`` or ``("py", files)``, the binary version first."""
-    for kind, names in (("bin", _CIFAR_BIN[train]), ("py", _CIFAR_PY[train])):
-        for folder in _cifar_folders(root, kind):
-            files = [folder / n for n in names]
-            if all(f.is_file() for f in files):
-                return kind, files
-    return None
+def _find_cifar(roots: list[Path], train: bool) -> tuple[str, list[Path]] | None:
+    """``("bin", files)`` or ``("py", files)``, the binary version first, root by root."""
+
+    def probe(root: Path) -> tuple[str, list[Path]] | None:
+        for kind, names in (("bin", _CIFAR_BIN[train]), ("py", _CIFAR_PY[train])):
+            for folder in _cifar_folders(root, kind):
+                files = [folder / n for n in names]
+                if all(_is_file(f) for f in files):
+                    return kind, files
+        return None
+
+    return _first(roots, probe)
+
+
+def _check_cifar_labels(path: Path, labels: np.ndarray) -> None:
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 9):
+        raise _corrupt(
+            path,
+            f"holds labels {int(labels.min())}..{int(labels.max())}, but CIFAR-10 labels lie in 0..9: the file is corrupt",
+        )
 
 
 def _read_cifar_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    raw = np.fromfile(path, dtype=np.uint8)
+    raw = np.frombuffer(_read_all(path), dtype=np.uint8)
     if raw.size == 0 or raw.size % _CIFAR_RECORD:
-        raise ValueError(
-            f"{path} holds {raw.size} bytes, not a whole number of {_CIFAR_RECORD}-byte CIFAR-10 records; "
-            "delete it and download or copy it again"
+        raise _corrupt(
+            path,
+            f"holds {raw.size} bytes, not a whole number of {_CIFAR_RECORD}-byte CIFAR-10 records: "
+            "the file is truncated or corrupt",
         )
     records = raw.reshape(-1, _CIFAR_RECORD)
-    return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].astype(np.int64)
+    labels = records[:, 0].astype(np.int64)
+    _check_cifar_labels(path, labels)
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
 
 
-class _BatchUnpickler(pickle.Unpickler):
+class _BatchUnpickler(pickle._Unpickler):  # the pure-Python unpickler, to check each BUILD
     """Unpickles only builtin containers and numpy arrays: a CIFAR-10 python batch
     (a dict with ``b"data"``, a uint8 array, and ``b"labels"``, a list) needs nothing
-    else, and refusing every other global means a tampered file cannot run code."""
+    else, and refusing every other global means a tampered file cannot run code.
+
+    The pure-Python unpickler is used rather than the C one: its memo is a dict (the C
+    unpickler sizes an array by the largest memo index it meets, so one damaged byte
+    could make it allocate up to 64 GB; a test flip took 10 GB), and it lets BUILD be
+    checked: a dtype may only be given the state it already has (a damaged state can set
+    numpy's internal flags, e.g. "holds object references" on uint8 pixels)."""
 
     _ALLOWED = {
         ("numpy", "ndarray"),
@@ -447,17 +667,54 @@ class _BatchUnpickler(pickle.Unpickler):
             module = "numpy._core." + module[len("numpy.core."):]  # numpy 2 spelling, no warning
         return super().find_class(module, name)
 
+    def load_build(self) -> None:
+        state, inst = self.stack[-1], self.stack[-2]
+        if isinstance(inst, np.dtype):
+            plain = inst.__reduce__()[2]
+            given = state
+            if isinstance(state, tuple):  # Python 2 pickles read with encoding="bytes" spell "|" as b"|"
+                given = tuple(v.decode("latin-1") if isinstance(v, bytes) else v for v in state)
+            if given != plain:
+                raise pickle.UnpicklingError(f"refusing dtype state {state!r} for {inst} (expected {plain!r})")
+            self.stack.pop()  # the state is the one the dtype already has: nothing to set
+            return
+        super().load_build()
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = load_build
+
 
 def _read_cifar_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    blob = _read_all(path)
     try:
-        with open(path, "rb") as f:
-            batch = _BatchUnpickler(f, encoding="bytes").load()
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path} is not a CIFAR-10 python batch ({err}); delete it and download or copy it again") from err
+        batch = _BatchUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except Exception as err:  # a damaged pickle can fail in any way: all of them mean the same
+        raise _corrupt(path, f"is not a CIFAR-10 python batch: it does not unpickle ({_one_line(err)})") from err
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        keys = sorted(map(repr, batch)) if isinstance(batch, dict) else None
+        what = f"a dict with keys {', '.join(keys)}" if keys is not None else f"a {type(batch).__name__}"
+        raise _corrupt(path, f"is not a CIFAR-10 python batch: it holds {what}, not a dict with b'data' and b'labels'")
+    data, labels = batch[b"data"], batch[b"labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        what = f"{data.dtype} array" if isinstance(data, np.ndarray) else type(data).__name__
+        raise _corrupt(
+            path,
+            f"holds b'data' as a {what}, but CIFAR-10 pixels are a uint8 array (0..255); the loader does not cast them",
+        )
+    try:
+        labels = np.asarray(labels)
+    except Exception as err:
+        raise _corrupt(path, f"holds b'labels' that are not a list of integers ({_one_line(err)})") from err
+    if labels.ndim != 1 or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
+        raise _corrupt(
+            path, f"holds b'labels' of shape {labels.shape} and type {labels.dtype}, not a list of integers"
+        )
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-        raise ValueError(f"{path} has data of shape {data.shape} and {len(labels)} labels; expected (n, 3072) and n")
+        raise _corrupt(
+            path, f"holds b'data' of shape {data.shape} and {len(labels)} labels; a CIFAR-10 batch has (n, 3072) and n"
+        )
+    labels = labels.astype(np.int64)
+    _check_cifar_labels(path, labels)
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -488,15 +745,18 @@ def cifar10(root: str | os.PathLike | None = None, train: bool = True, download:
     https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz (MD5-checked, 162 MB).
     """
     base = data_root(root)
-    found = _find_cifar(base, train)
+    _check_root(base)
+    roots = search_roots(root)
+    found = _find_cifar(roots, train)
     if found is None and download:
         _download_cifar(base)
-        found = _find_cifar(base, train)
+        found = _find_cifar(roots, train)
     if found is None:
         names = ", ".join(_CIFAR_BIN[train])
+        others = "".join(f", nor under {r}" for r in roots[1:])
         raise DataNotFoundError(
             f"CIFAR-10 {'training' if train else 'test'} files ({names}) not found in "
-            f"{_cifar_folders(base, 'bin')[0]} (nor the python batches in {_cifar_folders(base, 'py')[0]}); "
+            f"{_cifar_folders(base, 'bin')[0]} (nor the python batches in {_cifar_folders(base, 'py')[0]}{others}); "
             f"pass download=True where the network allows, or copy the files there"
         )
     kind, files = found
@@ -504,9 +764,8 @@ def cifar10(root: str | os.PathLike | None = None, train: bool = True, download:
     parts = [reader(f) for f in files]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"CIFAR-10 labels must lie in 0..9, found {labels.min()}..{labels.max()} in {files[0].parent}")
-    X = images.astype(np.float32) / np.float32(255.0)
+    X = images.astype(np.float32)
+    X /= np.float32(255.0)
     return Dataset(torch.from_numpy(X), torch.from_numpy(labels), 10, f"cifar10/{'train' if train else 'test'}")
 
 
@@ -549,12 +808,18 @@ def load(name: str, root: str | os.PathLike | None = None, **kw: Any) -> Dataset
 
 
 def available(name: str, root: str | os.PathLike | None = None) -> bool:
-    """Whether the files of ``name`` (training and test) are on disk; never downloads.
-    Always true for ``gaussian_mixture`` and ``digits``."""
+    """Whether the files of ``name`` (training and test) are on disk in one of the
+    :func:`search_roots`; never downloads and does not read the files (a present but
+    damaged file is found by the loader, with a :class:`DataCorruptError`). Always true
+    for ``gaussian_mixture`` and ``digits``."""
     key = _canonical_name(name)
-    base = data_root(root)
-    if key in ("mnist", "fashion_mnist"):
-        return all(_find_idx(key, base, train) is not None for train in (True, False))
-    if key == "cifar10":
-        return all(_find_cifar(base, train) is not None for train in (True, False))
-    return True
+    if key not in ("mnist", "fashion_mnist", "cifar10"):
+        return True
+    roots = search_roots(root)
+    try:
+        _check_root(roots[0])
+        if key == "cifar10":
+            return all(_find_cifar(roots, train) is not None for train in (True, False))
+        return all(_find_idx(key, roots, train) is not None for train in (True, False))
+    except DataError:  # a data root that is a file or cannot be read: load() says which
+        return False

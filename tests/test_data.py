@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import pickle
+import pickletools
 import struct
 import tarfile
 import urllib.error
@@ -16,6 +17,13 @@ import pytest
 import torch
 
 from nrc_utils import data
+
+
+@pytest.fixture(autouse=True)
+def only_the_test_files(monkeypatch):
+    """Each test sees only the files it writes: the system-wide folders (Debian's
+    Fashion-MNIST in /usr/share/datasets) are searched only where a test puts them back."""
+    monkeypatch.setattr(data, "SYSTEM_DATA_DIRS", ())
 
 
 # ---- writers for the real formats ----------------------------------------------------
@@ -60,19 +68,36 @@ def write_cifar_bin(folder, batches):
         (folder / name).write_bytes(records.tobytes())
 
 
-def write_cifar_py(folder, batches, numpy1_names=False):
+def as_python2_pickle(blob):
+    """A protocol-3 pickle rewritten as Python 2's cPickle (protocol 2) writes it, as in
+    the original CIFAR-10 python batches: strings and bytes are BINSTRING/SHORT_BINSTRING
+    (same layout as BINUNICODE/BINBYTES/SHORT_BINBYTES), read back as bytes with
+    encoding="bytes" (so the dtype's byte order is b"|")."""
+    swap = {b"X": b"T", b"B": b"T", b"C": b"U"}
+    ops = list(pickletools.genops(blob))
+    out = bytearray(b"\x80\x02")
+    for (op, _, pos), nxt in zip(ops[1:], [o[2] for o in ops[2:]] + [len(blob)]):
+        segment = blob[pos:nxt]
+        out += swap.get(segment[:1], segment[:1]) + segment[1:]
+    return bytes(out)
+
+
+def write_cifar_py(folder, batches, numpy1_names=False, python2=False):
     """Python batches: pickled dicts with b"data" (uint8 array) and b"labels" (list).
 
     With ``numpy1_names`` the pickle refers to ``numpy.core.multiarray`` as the original
-    files (written with numpy 1.x) do."""
+    files (written with numpy 1.x) do; ``python2`` also writes Python 2's string opcodes."""
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name, (images, labels) in zip(names, batches):
         batch = {b"batch_label": b"tiny", b"labels": [int(v) for v in labels], b"data": images, b"filenames": []}
-        if numpy1_names:
+        if numpy1_names or python2:
             blob = pickle.dumps(batch, protocol=3)  # GLOBAL opcodes are plain text here
             blob = blob.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
             assert b"numpy.core.multiarray" in blob
+            if python2:
+                blob = as_python2_pickle(blob)
+                assert b"T\x01\x00\x00\x00|" in blob  # the dtype byte order, a Python 2 str
         else:
             blob = pickle.dumps(batch, protocol=5)
         (folder / name).write_bytes(blob)
@@ -125,13 +150,14 @@ def test_idx_truncated_file_is_reported(tmp_path):
 # ---- CIFAR-10 -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["bin", "py", "py-numpy1"])
+@pytest.mark.parametrize("fmt", ["bin", "py", "py-numpy1", "py-python2"])
 def test_cifar10_round_trip(tmp_path, fmt):
     batches = cifar_batches()
     if fmt == "bin":
         write_cifar_bin(tmp_path / "cifar-10-batches-bin", batches)
     else:
-        write_cifar_py(tmp_path / "cifar-10-batches-py", batches, numpy1_names=fmt == "py-numpy1")
+        write_cifar_py(tmp_path / "cifar-10-batches-py", batches, numpy1_names=fmt == "py-numpy1",
+                       python2=fmt == "py-python2")
     assert data.available("cifar10", root=tmp_path)
     for train in (True, False):
         ds = data.cifar10(root=tmp_path, train=train)
