@@ -1,5 +1,7 @@
 """Gaussian-mixture data through a network: how clustered each layer stays, and what that
-bounds (SPEC result 6; the paper's Section 4, Zangrando et al., arXiv:2402.03991).
+bounds (the book's chapter 4, Gaussian mixtures: {prf:ref}`prop-input-tcv`,
+{prf:ref}`prop-propagation`, {prf:ref}`prop-norm-budget`, {prf:ref}`thm-mixture-tail`; the
+paper's Section 4, Zangrando et al., arXiv:2402.03991).
 
 The statements and constants below are the book's formulation (the paper's own are not
 available to us). Data ``x_i = m_{y_i} + s xi_i``, ``xi_i ~ N(0, I_d)``, ``K`` balanced
@@ -21,7 +23,8 @@ definition of ``nrc_utils.collapse``); ``Lip`` is the Lipschitz constant of ``s`
        TCV_1(H_l) <= 2 Lip ||W_l||_2 TCV_1(H_{l-1}).
 3. Weight decay (:func:`norm_budget`). ``L_0 >= 0``, so ``L_lambda(Theta) <= L_lambda(Theta_0)``
    implies ``sum_l ||W_l||_F^2 <= 2 L_lambda(Theta_0) / lambda``.
-4. The bound of chapter 3 (form (c), ``nrc_utils.gradients.certificate``),
+4. The bound of chapter 3 (form (c) of {prf:ref}`thm-neural-rank-collapse`,
+   ``nrc_utils.gradients.certificate``),
    ``dist_F(W_l, M_K) <= ||D_l||_F sqrt(TCV_2(H_{l-1})) / (lambda N) + ||R_l||_F / lambda``,
    combined with 2 gives the *chain* bound (valid for any weights; :func:`mixture_bounds`)
        dist_F(W_l, M_K) <= ||D_l||_F Lip^{l-1} prod_{k<l} ||W_k||_2 sqrt(TCV_2(X)) / (lambda N)
@@ -49,11 +52,11 @@ from torch import nn
 
 from .collapse import collapse_stats
 from .gradients import certificate, layer_signals
-from .spectral import tail_distance
+from .spectral import singular_values, tail_distance
 from .train import penalty, regularised_loss
 
-__all__ = ["LIPSCHITZ", "chi_mean", "expected_tcv", "propagation", "norm_budget", "mixture_bounds",
-           "predicted_exponents"]
+__all__ = ["LIPSCHITZ", "chi_mean", "expected_tcv", "initial_loss", "mixture_bounds", "norm_budget",
+           "predicted_exponents", "propagation", "spectral_norm"]
 
 #: Lipschitz constants of the activations of ``nrc_utils.models`` (``sup |s'|``). GELU's
 #: derivative ``Phi(z) + z phi(z)`` peaks at ``z = sqrt(2)``.
@@ -101,8 +104,10 @@ def _activation(model: nn.Module) -> str:
     return name
 
 
-def _spec_norm(W: torch.Tensor) -> float:
-    return float(torch.linalg.matrix_norm(W.double(), ord=2))
+def spectral_norm(W: torch.Tensor) -> float:
+    """``||W||_2 = sigma_1(W)``, the largest singular value (:func:`nrc_utils.spectral.singular_values`,
+    float64); the Lipschitz constant of ``h -> W h`` used by 2. and 4. above."""
+    return float(singular_values(W)[0])
 
 
 def propagation(model: nn.Module, X: torch.Tensor, labels: Any, K: int | None = None) -> list[dict[str, float]]:
@@ -125,7 +130,7 @@ def propagation(model: nn.Module, X: torch.Tensor, labels: Any, K: int | None = 
     sqrt_tcv2_x = math.sqrt(tcv[0].tcv2)
     rows, chain = [], sqrt_tcv2_x
     for l in range(1, len(hs)):
-        norm = _spec_norm(Ws[l - 1])
+        norm = spectral_norm(Ws[l - 1])
         chain *= lip * norm
         rows.append({
             "layer": l, "spec_norm": norm,
@@ -178,7 +183,7 @@ def mixture_bounds(model: nn.Module, model0: nn.Module, X: torch.Tensor, y: torc
     sigs = layer_signals(m64, X64, y, loss)
     Ws = [layer.weight.detach() for layer in m64.layers]
     L = len(Ws)
-    norms = [_spec_norm(W) for W in Ws]
+    norms = [spectral_norm(W) for W in Ws]
     sqrt_tcv2_x = math.sqrt(collapse_stats(X64, y, K).tcv2)
     loss_init = initial_loss(model0, X, y, lam, loss)
     with torch.no_grad():
