@@ -29,10 +29,32 @@ env: $(STAMP)
 
 # torch is pinned in pyproject.toml (torch==2.13.0): pip keeps a torch 2.13.0 that is already
 # installed (the CPU build found here, or a CUDA build installed first, see README.md).
-$(STAMP): pyproject.toml
+# system-data runs first, every time (order-only: it never forces a reinstall of .venv).
+$(STAMP): pyproject.toml | system-data
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e ".[book,test]"
 	@touch $@
+
+# Fashion-MNIST from Debian's package dataset-fashion-mnist (into /usr/share/datasets/fashion-mnist,
+# which nrc_utils.data searches after the user's data root), where apt-get can be used: as root on
+# Debian/Ubuntu. A no-op when it is installed (dpkg -s); apt-get update only when the lists are empty
+# or the install failed; never fails the build, and says in one line how to get the data otherwise.
+FASHION_PKG := dataset-fashion-mnist
+FASHION_HOWTO := Fashion-MNIST not installed: run apt-get install $(FASHION_PKG) as root, or copy the four \
+  *-ubyte.gz files to data/FashionMNIST/raw, or call nrc_utils.data.fashion_mnist(download=True)
+APT_GET := DEBIAN_FRONTEND=noninteractive timeout 300 apt-get -qq -o Acquire::Retries=1 -o Acquire::http::Timeout=30
+
+.PHONY: system-data
+system-data:
+	@if dpkg -s $(FASHION_PKG) >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  if { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null \
+	       && $(APT_GET) install -y --no-install-recommends $(FASHION_PKG) >/dev/null 2>&1; } \
+	     || { $(APT_GET) update >/dev/null 2>&1 \
+	       && $(APT_GET) install -y --no-install-recommends $(FASHION_PKG) >/dev/null 2>&1; }; then \
+	    echo "installed $(FASHION_PKG): Fashion-MNIST in /usr/share/datasets/fashion-mnist"; \
+	  else echo "$(FASHION_HOWTO) (apt-get could not install it here)"; fi; \
+	else echo "$(FASHION_HOWTO)"; fi
 
 book: $(STAMP)
 	$(PY) ci/build_book.py --profile $(PROFILE) $(BOOK_ARGS)
