@@ -101,3 +101,14 @@ def test_refuses_biases_and_unknown_activations():
 
 def test_predicted_exponents():
     assert mb.predicted_exponents(4) == {"s": 1.0, "lambda": -2.5}
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 7), (1, 4), (6, 6)])
+def test_spectral_norm_is_the_largest_singular_value_of_spectral(shape):
+    """||W||_2 = sigma_1 from nrc_utils.spectral (float64), = torch's operator 2-norm, >= every ||W v|| / ||v||."""
+    W = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+    norm = mb.spectral_norm(W)
+    assert norm == spectral.singular_values(W)[0]
+    assert norm == pytest.approx(float(torch.linalg.matrix_norm(W.double(), ord=2)), rel=1e-12)
+    v = torch.randn(shape[1], 50, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert ((W.double() @ v).norm(dim=0) / v.norm(dim=0)).max().item() <= norm * (1 + 1e-12)
