@@ -689,7 +689,13 @@ def _read_cifar_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         batch = _BatchUnpickler(io.BytesIO(blob), encoding="bytes").load()
     except Exception as err:  # a damaged pickle can fail in any way: all of them mean the same
-        raise _corrupt(path, f"is not a CIFAR-10 python batch: it does not unpickle ({_one_line(err)})") from err
+        if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], int):
+            why = f"invalid load key 0x{err.args[0]:02x}, not a pickle opcode"  # the pure-Python unpickler's dispatch
+        elif isinstance(err, EOFError) and not str(err):
+            why = "EOFError: the file ends early"
+        else:
+            why = _one_line(err)
+        raise _corrupt(path, f"is not a CIFAR-10 python batch: it does not unpickle ({why})") from err
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         keys = sorted(map(repr, batch)) if isinstance(batch, dict) else None
         what = f"a dict with keys {', '.join(keys)}" if keys is not None else f"a {type(batch).__name__}"

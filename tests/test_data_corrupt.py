@@ -326,6 +326,19 @@ def test_cifar_pickle_byte_flips_are_one_line_errors(tmp_path, protocol):
                 assert ds.X.shape[1:] == (3, 32, 32) and int(ds.y.max()) <= 9
 
 
+def test_cifar_pickle_unknown_opcode_and_empty_file_are_named(tmp_path):
+    path = py_batch_path(tmp_path)
+    good = path.read_bytes()
+    path.write_bytes(good[:2] + b"\x15" + good[3:])
+    with pytest.raises(data.DataCorruptError) as err:
+        data.cifar10(root=tmp_path, train=False)
+    one_line(err, path, "does not unpickle (invalid load key 0x15, not a pickle opcode)", REDO)
+    path.write_bytes(b"")
+    with pytest.raises(data.DataCorruptError) as err:
+        data.cifar10(root=tmp_path, train=False)
+    one_line(err, path, "does not unpickle (EOFError: the file ends early)", REDO)
+
+
 def test_cifar_pickle_huge_length_field(tmp_path):
     """A pickle whose bytes-length field claims 2^62 bytes: refused, no MemoryError."""
     path = py_batch_path(tmp_path)
