@@ -1,9 +1,11 @@
-"""Neural collapse measures of a layer's features, streamed in float64 (SPEC result 9).
+"""Neural collapse measures of a layer's features, streamed in float64 (the measures of
+chapter 3, ``03_neural_rank_collapse``: definition ``def-tcv`` and the section on neural collapse measures).
 
 Features ``h_i`` (rows of ``H``, one per sample, dimension ``D``) are grouped by labels
 ``y_i`` in ``0..K-1``: the classes, or any other partition into ``K`` groups, e.g. a
-k-means clustering (:func:`kmeans_partition`): the bound of the paper's Theorem 3.1
-(Zangrando et al., arXiv:2402.03991) holds for any partition. With ``n_c`` samples in
+k-means clustering (:func:`kmeans_partition`): the bound of chapter 3's theorem
+``thm-neural-rank-collapse`` (our form of Theorem 3.1 of Zangrando et al., arXiv:2402.03991)
+holds for any partition into ``K`` groups. With ``n_c`` samples in
 group ``c`` and ``N = sum_c n_c``:
 
 - class means ``mu_c = (1/n_c) sum_{i in c} h_i``, global mean ``mu_G = (1/N) sum_i h_i``,
@@ -14,7 +16,9 @@ group ``c`` and ``N = sum_c n_c``:
   For balanced classes these equal Papyan, Han and Donoho's (PNAS 2020)
   ``Sigma_W = (1/K) sum_c (1/n_c) sum_{i in c} e_i e_i^T`` and
   ``Sigma_B = (1/K) sum_c (mu_c - mu_G)(mu_c - mu_G)^T``; for unbalanced groups the
-  sample-weighted form above is the one that makes ``Sigma_T = Sigma_W + Sigma_B`` hold;
+  sample-weighted form above is the one that makes ``Sigma_T = Sigma_W + Sigma_B`` hold
+  exactly, and NC1 on unbalanced groups (e.g. a k-means partition) is this sample-weighted
+  variant, not Papyan et al.'s class-averaged one;
 - ``NC1 = tr(Sigma_W Sigma_B^+) / K`` (Papyan, Han, Donoho 2020);
 - the ratio ``tr(Sigma_W) / tr(Sigma_B)``;
 - CDNV, the class-distance normalised variance (Galanti, Gyorgy, Hutter, ICLR 2022):
@@ -24,7 +28,8 @@ group ``c`` and ``N = sum_c n_c``:
   ``TCV_2 = sum_i ||e_i||^2`` (raw; they fall when weight decay shrinks the features),
   and normalised by the total variation around the global mean,
   ``TCV_1 / sum_i ||h_i - mu_G||`` and ``TCV_2 / sum_i ||h_i - mu_G||^2``. The paper's
-  exact normalisation is not known to us (SPEC result 4); the book says which it uses.
+  exact normalisation is not known to us; these are the book's definitions
+  (chapter 3, definition ``def-tcv``).
 
 No ``D x D`` matrix and no pseudo-inverse is ever formed. ``Sigma_B = M M^T`` with
 ``M = [sqrt(n_c/N) (mu_c - mu_G)]_c`` (``D x K``); with the thin SVD ``M = U S V^T``,
@@ -362,8 +367,10 @@ def kmeans_partition(H: Any, K: int, seed: int = 0) -> np.ndarray:
     """Labels ``0..K-1`` of a k-means clustering of the rows of ``H`` (float64).
 
     scikit-learn ``KMeans(n_clusters=K, n_init=10, random_state=seed)``. Used to show
-    that clusters need not be classes: the bound of Theorem 3.1 (Zangrando et al.)
-    holds for any partition, and k-means minimises ``TCV_2`` over partitions locally.
+    that clusters need not be classes: the bound of chapter 3's ``thm-neural-rank-collapse``
+    (our form of the paper's Theorem 3.1) holds for any partition into ``K`` groups, and
+    k-means minimises ``TCV_2`` over partitions (locally), so it gives the smallest right-hand
+    side (c), which is monotone in ``TCV_2``; forms (a) and (b) need not be smallest for it.
     """
     from sklearn.cluster import KMeans
 

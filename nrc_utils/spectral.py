@@ -1,8 +1,8 @@
 """Singular values and rank measures of weight matrices (the rank measures of chapter 3).
 
-The paper's Theorem 3.1 (Zangrando et al., arXiv:2402.03991) bounds the distance of a
-weight matrix ``W_l`` from the set ``M_K`` of matrices of rank at most ``K``; by the
-Eckart-Young theorem that distance is
+The paper's Theorem 3.1 (Zangrando et al., arXiv:2402.03991; the book's form is chapter 3's
+``thm-neural-rank-collapse``) bounds the distance of a weight matrix ``W_l`` from the set
+``M_K`` of matrices of rank at most ``K``; by the Eckart-Young theorem that distance is
 
     dist_F(W, M_K) = (sum_{j > K} sigma_j(W)^2)^(1/2),
 
@@ -40,6 +40,8 @@ __all__ = [
     "rank_report",
     "loglog_slope",
     "ratio",
+    "top_k_projection",
+    "outside_top_k",
 ]
 
 #: Default relative tolerance of :func:`numerical_rank`: a singular value counts when it
@@ -235,3 +237,40 @@ def ratio(num: float, den: float) -> float:
         return float(num / den)
     return float("nan") if num == 0 else math.inf
 
+
+
+def _to_torch64(A: Any) -> torch.Tensor:
+    """``A`` as a CPU float64 torch tensor."""
+    if isinstance(A, torch.Tensor):
+        return A.detach().to(device="cpu", dtype=torch.float64)
+    return torch.from_numpy(_to_float64(A))
+
+
+def top_k_projection(M: Any, W: Any, K: int) -> torch.Tensor:
+    """``P_U M P_V``: ``M`` (``m x n``) projected onto the top-``K`` singular subspaces of ``W``
+    (``m x n``), with ``P_U = U_K U_K^T`` (``m x m``) and ``P_V = V_K V_K^T`` (``n x n``) from the SVD
+    ``W = U diag(sigma) V^T`` (float64, CPU).
+
+    For ``M = W`` this is the truncated SVD ``W_K``, so by Eckart-Young
+    ``||W - top_k_projection(W, W, K)||_F = dist_F(W, M_K)`` (:func:`tail_distance`). Chapter 3
+    applies it to the class part ``A_l`` and the variability part ``B_l`` of
+    ``lambda W_l = A_l + B_l + R_l`` (proof of ``thm-neural-rank-collapse``), to show where the
+    bound's slack lies. When ``sigma_K = sigma_{K+1}`` the subspaces are not unique and the SVD's
+    choice is used.
+    """
+    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 0:
+        raise ValueError(f"K must be a non-negative integer, got {K!r}")
+    Mt, Wt = _to_torch64(M), _to_torch64(W)
+    if Mt.ndim != 2 or Wt.shape != Mt.shape:
+        raise ValueError(f"M and W must be matrices of the same shape, got {tuple(Mt.shape)} and {tuple(Wt.shape)}")
+    U, _, Vh = torch.linalg.svd(Wt)
+    P, Q = U[:, :K] @ U[:, :K].T, Vh[:K].T @ Vh[:K]
+    return P @ Mt @ Q
+
+
+def outside_top_k(M: Any, W: Any, K: int) -> float:
+    """``||M - P_U M P_V||_F``: the Frobenius norm of the part of ``M`` outside the top-``K``
+    singular subspaces of ``W`` (:func:`top_k_projection`); ``outside_top_k(W, W, K)`` is the
+    tail distance ``dist_F(W, M_K)``."""
+    Mt = _to_torch64(M)
+    return (Mt - top_k_projection(Mt, W, K)).norm().item()

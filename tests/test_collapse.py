@@ -1,4 +1,4 @@
-"""Tests for nrc_utils.collapse (SPEC result 9)."""
+"""Tests for nrc_utils.collapse (the collapse measures of chapter 3, definition def-tcv)."""
 
 import itertools
 import math

@@ -1,4 +1,4 @@
-"""Tests for nrc_utils.spectral (SPEC result 10)."""
+"""Tests for nrc_utils.spectral (the rank measures of chapter 3)."""
 
 import math
 
