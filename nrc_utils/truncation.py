@@ -14,6 +14,11 @@ A layer of rank at most ``r`` is left unchanged; biases are never touched. With 
 threshold ``tau`` instead, layer ``l`` keeps the ``sigma_j > tau * sigma_1(W_l)``, i.e.
 ``spectral.numerical_rank(W_l, tau)`` singular values.
 
+The rank a network needs (:func:`smallest_sufficient_rank`): over an increasing grid
+``r_1 < r_2 < ...`` with accuracies ``a(r_i)`` of the truncated networks and ``a_full`` of the
+network itself, the smallest ``r_i`` from which on every ``a(r_j) >= a_full - tolerance``
+(``j >= i``), so that no larger rank of the grid falls out of the tolerance again.
+
 The inputs are prepared by :func:`nrc_utils.data.standardize` (training statistics only).
 """
 
@@ -30,7 +35,7 @@ from . import losses
 from .data import Dataset
 from .models import weight_layers
 
-__all__ = ["accuracy", "truncate", "truncate_relative", "truncation_curve"]
+__all__ = ["accuracy", "smallest_sufficient_rank", "truncate", "truncate_relative", "truncation_curve"]
 
 
 def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
@@ -97,3 +102,24 @@ def truncation_curve(model: nn.Module, X: torch.Tensor, y: torch.Tensor, ranks: 
                     layer.weight.copy_(((U[:, :k] * S[:k]) @ Vh[:k]).reshape(W.shape).to(W.dtype))
             out[i] = accuracy(net, X, y)
     return out
+
+
+def smallest_sufficient_rank(ranks: Sequence[int], curve: Sequence[float], full: float, tolerance: float) -> int:
+    """``min{r_i : curve_j >= full - tolerance for every j >= i}`` over the increasing grid ``ranks``
+    (``curve[i]`` the accuracy of ``truncate(model, ranks[i])``, e.g. from :func:`truncation_curve`,
+    ``full`` the network's own accuracy; module docstring). When even the last rank of the grid
+    misses the tolerance, that last rank is returned."""
+    ranks = [_check_rank(k) for k in ranks]
+    curve = np.asarray(curve, dtype=float)
+    if not ranks or curve.shape != (len(ranks),):
+        raise ValueError(f"need one accuracy per rank and at least one rank, got {len(ranks)} ranks "
+                         f"and curve of shape {curve.shape}")
+    if any(b <= a for a, b in zip(ranks, ranks[1:])):
+        raise ValueError(f"ranks must be strictly increasing, got {ranks}")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    within = curve >= full - tolerance
+    for i, k in enumerate(ranks):
+        if within[i:].all():
+            return k
+    return ranks[-1]

@@ -77,3 +77,26 @@ def test_truncation_curve_matches_truncate_one_rank_at_a_time():
     np.testing.assert_array_equal(curve, expected)
     assert curve[-1] == 1.0  # r = full rank is the network itself
     assert curve[0] < 1.0  # rank one in every layer changes some predictions of a random net
+
+
+def test_smallest_sufficient_rank_stays_within_tolerance_for_every_larger_rank():
+    ranks = [1, 2, 5, 10, 20]
+    # 0.95 at r = 2 but a dip at r = 5: the network needs r = 10 to stay within 0.01 of 0.96
+    assert truncation.smallest_sufficient_rank(ranks, [0.2, 0.95, 0.90, 0.955, 0.96], 0.96, 0.01) == 10
+    assert truncation.smallest_sufficient_rank(ranks, [0.96] * 5, 0.96, 0.0) == 1
+    assert truncation.smallest_sufficient_rank(ranks, [0.1, 0.2, 0.3, 0.4, 0.5], 0.96, 0.01) == 20  # none: the last
+
+
+def test_smallest_sufficient_rank_on_a_curve_and_bad_input():
+    net = _net(seed=2)
+    X = torch.randn(100, 7, dtype=torch.float64)
+    y = net(X).argmax(1)
+    ranks = [1, 2, 3, 5, 9, 12]  # 12: every layer whole, the network itself
+    curve = truncation.truncation_curve(net, X, y, ranks)
+    r = truncation.smallest_sufficient_rank(ranks, curve, 1.0, 0.05)
+    assert all(a >= 0.95 for k, a in zip(ranks, curve) if k >= r)
+    assert r == 1 or curve[ranks.index(r) - 1] < 0.95
+    for bad in (([], [], 1.0, 0.0), ([2, 1], [0.5, 0.5], 1.0, 0.0), ([1, 2], [0.5], 1.0, 0.0),
+                ([1, 2], [0.5, 0.5], 1.0, -0.1)):
+        with pytest.raises(ValueError):
+            truncation.smallest_sufficient_rank(*bad)
