@@ -84,10 +84,10 @@ def bounds_verdict(holds: bool, n_descended: int, n_networks: int) -> str:
     if n_descended == n_networks:
         return "Both bounds hold for every layer of every network"
     if n_descended == 0:
-        return ("The chain bound holds for every layer of every network (the a priori bound assumes a descent "
-                "that no network made)")
-    return (f"The chain bound holds for every layer of every network, the a priori bound for every layer of "
-            f"the {n_descended} networks that descended (it assumes the descent)")
+        return ("No network ended below its starting loss, so the a priori bound does not apply; the chain "
+                "bound holds for every layer of every network")
+    return (f"Both bounds hold for every layer of the {n_descended} networks that ended below their starting "
+            "loss (the a priori bound assumes it), the chain bound also for the other networks")
 
 
 def bound_values(checks: Mapping[str, Any]) -> dict[str, Any]:
