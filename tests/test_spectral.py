@@ -194,3 +194,42 @@ def test_residual_of_an_exactly_stationary_zero_network_is_zero():
         p.data.zero_()
     X, y = torch.randn(12, 4, dtype=torch.float64), torch.arange(12) % 3
     assert gradients.stationarity_residuals(model, X, y, lam=0.1, loss="mse") == [0.0, 0.0, 0.0]
+
+
+# ---- top_k_projection / outside_top_k (chapter 3: where the bound's slack lies) ----
+
+
+@pytest.mark.parametrize("K", [0, 1, 3, 5])
+def test_outside_top_k_of_W_itself_is_the_tail_distance(K):
+    """Eckart-Young: ||W - P_U W P_V||_F = ||W - W_K||_F = dist_F(W, M_K)."""
+    W = np.random.default_rng(K).standard_normal((7, 5))
+    assert spectral.outside_top_k(W, W, K) == pytest.approx(spectral.tail_distance(W, K), rel=1e-10, abs=1e-12)
+    P = spectral.top_k_projection(W, W, K).numpy()
+    assert np.allclose(P, truncated_svd(W, K) if K else np.zeros_like(W), atol=1e-12)
+
+
+def test_top_k_projection_is_a_projection_and_accepts_torch():
+    rng = np.random.default_rng(1)
+    W, M = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))
+    P1 = spectral.top_k_projection(M, W, 2)
+    P2 = spectral.top_k_projection(P1, W, 2)
+    assert torch.allclose(P1, P2, atol=1e-12)  # P_U (P_U M P_V) P_V = P_U M P_V
+    assert P1.dtype == torch.float64
+    t = spectral.outside_top_k(torch.tensor(M, dtype=torch.float32), torch.tensor(W), 2)
+    assert t == pytest.approx(spectral.outside_top_k(M.astype(np.float32).astype(np.float64), W, 2), rel=1e-12)
+    # a matrix inside the subspaces has no outside part; the full rank keeps everything
+    assert spectral.outside_top_k(P1, W, 2) == pytest.approx(0.0, abs=1e-12)
+    Ws, Ms = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    assert spectral.outside_top_k(Ms, Ws, 4) == pytest.approx(0.0, abs=1e-12)  # square, full rank: nothing outside
+    assert spectral.outside_top_k(M, W, 0) == pytest.approx(np.linalg.norm(M), rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_top_k_projection_refuses_bad_K(bad):
+    with pytest.raises(ValueError, match="K must be a non-negative integer"):
+        spectral.top_k_projection(np.eye(3), np.eye(3), bad)
+
+
+def test_top_k_projection_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        spectral.top_k_projection(np.eye(3), np.eye(4), 1)
