@@ -1,16 +1,19 @@
-"""Deep linear networks with weight decay: the forecast of the minimiser (SPEC result 7).
+"""Deep linear networks with weight decay: the forecast of the minimiser (the book's chapter
+``05_deep_linear_networks``, theorem ``thm-ch5-forecast``).
 
 The paper's Section 5 (Zangrando et al., arXiv:2402.03991) treats deep linear networks
 ``f(x) = W_L ... W_1 x``. Everything below is the book's formulation (chapter
-``05_deep_linear_networks``), in the SPEC's notation:
+``05_deep_linear_networks``), in the book's notation (inputs as rows):
 
 - End-to-end matrix ``W = W_L ... W_1``; ``L_lambda = L_0 + (lambda/2) sum_l ||W_l||_F^2``.
 - Square loss ``loss(f, y) = (1/2)||f - y||^2`` with one-hot targets ``y`` (as
   :mod:`nrc_utils.losses`). With inputs ``X`` (``N x d``, rows ``x_i``) and one-hot ``Y``
-  (``N x K``), the *target map* is ``A = (1/N) Y^T X`` (``K x d``; the SPEC's
-  ``A = (1/N) Y X^T`` with samples as columns). For *whitened* inputs, ``(1/N) X^T X = I``,
+  (``N x K``), the *target map* is ``A = (1/N) Y^T X`` (``K x d``; with samples as columns
+  the same map reads ``(1/N) Y X^T``). For *whitened* inputs, ``(1/N) X^T X = I``
+  (proposition ``prop-ch5-whitened``),
 
-      L_0 = (1/2)||W - A||_F^2 + c,    c = (1/(2N))||Y||_F^2 - (1/2)||A||_F^2,
+      L_0 = (1/2)||W - A||_F^2 + c,    c = (1/(2N))||Y||_F^2 - (1/2)||A||_F^2
+                                         (:func:`whitened_loss_constant`; ``c = 1/2 - ||A||_F^2/2`` for one-hot ``Y``),
 
   so ``grad_W L_0 = W - A`` and ``grad_{W_l} L_0 = (W_L..W_{l+1})^T (W - A) (W_{l-1}..W_1)^T``.
 - *Schatten reduction*: ``min_{W_L..W_1 = W} (lambda/2) sum_l ||W_l||_F^2
@@ -21,10 +24,14 @@ The paper's Section 5 (Zangrando et al., arXiv:2402.03991) treats deep linear ne
   ``L > 2``: ``phi`` is non-convex, its positive stationary points solve
   ``s - sigma + lambda s^(2/L - 1) = 0``, and the minimiser jumps from ``0`` to
   ``s_c = (lambda (L - 2))^(L/(2L - 2))`` at ``sigma_c = s_c + lambda s_c^(2/L - 1)``
-  (:func:`jump_threshold`).
+  (:func:`jump_threshold`; proposition ``prop-ch5-scalar``). Between the existence threshold
+  ``sigma_e`` (:func:`existence_threshold`) and ``sigma_c`` a positive local minimum exists but
+  loses to ``0`` (:func:`in_window`): a network can be stationary there on the wrong branch
+  (proposition ``prop-ch5-stationary``; :func:`stationary_set_distance`).
 - *Balancedness*: ``W_{l+1}^T W_{l+1} = W_l W_l^T`` at every stationary point, and for any
   weights ``lambda (W_{l+1}^T W_{l+1} - W_l W_l^T) = W_{l+1}^T R_{l+1} - R_l W_l^T`` with the
-  residuals ``R_l = grad_{W_l} L_0 + lambda W_l`` (:func:`balancedness_certificate`).
+  residuals ``R_l = grad_{W_l} L_0 + lambda W_l`` (:func:`balancedness_certificate`;
+  proposition ``prop-ch5-balanced``).
 
 Arrays are numpy float64 (torch tensors are accepted and converted).
 """
@@ -98,14 +105,32 @@ def scalar_stationary_points(sigma: float, lam: float, L: int) -> np.ndarray:
     return np.array([small, large])
 
 
+#: Relative tolerance of a tie between ``phi(0)`` and a positive local minimum in
+#: :func:`scalar_minimiser`: ``64 eps``, relative to ``phi(0) = sigma^2 / 2``. At the jump threshold
+#: the two values agree exactly in real arithmetic but differ by round-off in floating point; within
+#: this tolerance ``0`` is returned. The ``sigma`` it affects lie within about ``64 eps sigma`` (relative)
+#: of ``sigma_c``.
+TIE_RTOL = 64 * np.finfo(float).eps
+
+
 def scalar_minimiser(sigma: float, lam: float, L: int) -> float:
     """``argmin_{s >= 0} phi(s)``, exactly: ``0`` compared with the positive stationary points.
 
-    At the jump threshold of ``L > 2``, where ``phi(0) = phi(s_c)``, the value ``0`` is returned.
+    ``L <= 2``: ``phi`` is convex and its positive stationary point, when there is one, is the
+    minimiser. ``L > 2``: on a tie the smaller minimiser, ``0``, is returned: at the jump threshold
+    ``sigma_c`` (:func:`jump_threshold`), where ``phi(0) = phi(s_c)`` in real arithmetic, a positive
+    stationary point counts as better only when ``phi(s) < phi(0) - TIE_RTOL * phi(0)``
+    (:data:`TIE_RTOL`), so that round-off in the two values cannot decide.
     """
-    candidates = np.concatenate([[0.0], scalar_stationary_points(sigma, lam, L)])
-    values = scalar_objective(candidates, sigma, lam, L)
-    return float(candidates[int(np.argmin(values))])
+    roots = scalar_stationary_points(sigma, lam, L)
+    if len(roots) == 0:
+        return 0.0
+    if L <= 2:  # phi is convex: its one positive stationary point is the minimiser
+        return float(roots[0])
+    zero = float(scalar_objective(0.0, sigma, lam, L))
+    values = scalar_objective(roots, sigma, lam, L)
+    best = int(np.argmin(values))
+    return float(roots[best]) if values[best] < zero - TIE_RTOL * zero else 0.0
 
 
 def soft_threshold(sigma: Any, lam: float) -> np.ndarray:
@@ -149,13 +174,41 @@ def existence_threshold(lam: float, L: int) -> float:
     return float(s_star + lam * s_star ** (p - 1.0))
 
 
+def in_window(sigma: float, lam: float, L: int) -> bool:
+    """Whether ``sigma_e < sigma < sigma_c`` (:func:`existence_threshold`, :func:`jump_threshold`) for
+    ``L > 2``: there the scalar problem has a positive local minimum that loses to ``s = 0``, so a
+    stationary network can keep what the forecast sets to zero. Always ``False`` for ``L <= 2``
+    (the scalar problem is convex)."""
+    _check(sigma, lam, L)
+    return bool(L > 2 and existence_threshold(lam, L) < sigma < jump_threshold(lam, L)[0])
+
+
+def stationary_set_distance(c: float, sigma: float, lam: float, L: int) -> float:
+    """``min |c - t|`` over the stationary values ``t`` of the scalar problem, ``{0}`` together with
+    :func:`scalar_stationary_points`: zero for every ``c_i = u_i^T W v_i`` of a stationary network
+    (proposition ``prop-ch5-stationary``)."""
+    crit = np.concatenate([[0.0], scalar_stationary_points(sigma, lam, L)])
+    return float(np.abs(crit - float(c)).min())
+
+
+def whitened_loss_constant(A: Any, Y: Any = None) -> float:
+    """``c = (1/(2N)) ||Y||_F^2 - (1/2) ||A||_F^2``, the constant of the whitened square loss
+    ``L_0 = (1/2)||W - A||_F^2 + c`` (proposition ``prop-ch5-whitened``), for the target map ``A``
+    (``K x d``) and the targets ``Y`` (``N x K``); ``Y = None`` means one-hot targets, for which
+    ``(1/N)||Y||_F^2 = 1`` and ``c = 1/2 - ||A||_F^2 / 2``."""
+    A = _np(A)
+    mean_sq = 1.0 if Y is None else float(np.sum(_np(Y) ** 2) / _np(Y).shape[0])
+    return 0.5 * mean_sq - 0.5 * float(np.sum(A ** 2))
+
+
 def forecast_spectrum(sigma_A: Sequence[float], lam: float, L: int) -> np.ndarray:
     """The singular values ``s_i`` of the global minimiser's end-to-end matrix, one per ``sigma_i(A)``."""
     return np.array([scalar_minimiser(float(s), lam, L) for s in np.asarray(sigma_A, dtype=np.float64)])
 
 
 def forecast_loss(sigma_A: Sequence[float], lam: float, L: int, const: float) -> float:
-    """``min L_lambda = c + sum_i phi_i(s_i)`` for whitened inputs (``const`` is ``c`` of the module doc)."""
+    """``min L_lambda = c + sum_i phi_i(s_i)`` for whitened inputs (theorem ``thm-ch5-forecast``;
+    ``const`` is ``c``, :func:`whitened_loss_constant`)."""
     sigma_A = np.asarray(sigma_A, dtype=np.float64)
     s = forecast_spectrum(sigma_A, lam, L)
     return float(const + sum(scalar_objective(si, sa, lam, L) for si, sa in zip(s, sigma_A)))

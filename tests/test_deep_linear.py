@@ -187,3 +187,62 @@ def test_balancedness_is_scale_free_and_nan_for_zero():
     b = dl.balancedness(Ws)
     assert dl.balancedness([3 * Ws[0], 3 * Ws[1]])[0] == pytest.approx(b[0])
     assert math.isnan(dl.balancedness([np.zeros((3, 4)), np.zeros((2, 3))])[0])
+
+
+def test_scalar_minimiser_breaks_a_tie_at_the_jump_threshold_towards_zero():
+    """``phi(0) = phi(s_c)`` at ``sigma_c`` in real arithmetic; in floating point about half of these
+    thresholds used to return ``s_c`` (round-off decided). The docstring promises 0."""
+    for L in (3, 4, 5, 8):
+        for lam in np.geomspace(1e-4, 0.5, 40):
+            sigma_c, s_c = dl.jump_threshold(float(lam), L)
+            assert dl.scalar_minimiser(sigma_c, float(lam), L) == 0.0
+            # just above the threshold (beyond the tie tolerance) the jump is there
+            assert dl.scalar_minimiser(sigma_c * (1 + 1e-12), float(lam), L) >= s_c * (1 - 1e-9)
+
+
+def test_the_tie_tolerance_leaves_convex_depths_alone():
+    lam = 0.1
+    for sigma in (lam * (1 + 1e-12), lam * (1 + 1e-9), 0.3):
+        assert dl.scalar_minimiser(sigma, lam, 2) == sigma - lam  # soft thresholding, however close to lambda
+    assert dl.scalar_minimiser(lam, lam, 2) == 0.0
+    assert dl.scalar_minimiser(1e-9, lam, 1) == pytest.approx(1e-9 / (1 + lam), rel=1e-15)
+
+
+@pytest.mark.parametrize("L", [3, 4])
+def test_in_window_between_the_existence_and_the_jump_threshold(L):
+    lam = 0.01
+    sigma_e, (sigma_c, _) = dl.existence_threshold(lam, L), dl.jump_threshold(lam, L)
+    assert dl.in_window(0.5 * (sigma_e + sigma_c), lam, L)
+    assert not dl.in_window(sigma_e * 0.99, lam, L) and not dl.in_window(sigma_c * 1.01, lam, L)
+    assert not dl.in_window(sigma_e, lam, L) and not dl.in_window(sigma_c, lam, L)  # open interval
+
+
+def test_in_window_is_never_true_for_convex_depths():
+    assert not any(dl.in_window(s, 0.01, L) for L in (1, 2) for s in np.linspace(0, 0.5, 50))
+
+
+def test_stationary_set_distance_is_zero_on_every_branch():
+    lam, L = 0.01, 3
+    sigma = 0.5 * (dl.existence_threshold(lam, L) + dl.jump_threshold(lam, L)[0])
+    small, large = dl.scalar_stationary_points(sigma, lam, L)
+    for c in (0.0, small, large):
+        assert dl.stationary_set_distance(c, sigma, lam, L) == 0.0
+    assert dl.stationary_set_distance(large + 1e-3, sigma, lam, L) == pytest.approx(1e-3)
+    # below the existence threshold only 0 is stationary
+    assert dl.stationary_set_distance(0.02, 0.5 * dl.existence_threshold(lam, L), lam, L) == 0.02
+
+
+def test_whitened_loss_constant_completes_the_square():
+    """``(1/(2N))||X W^T - Y||_F^2 = (1/2)||W - A||_F^2 + c`` on whitened inputs, for any ``W``."""
+    X, y, A = _data()
+    Y = np.eye(A.shape[0])[y]
+    c = dl.whitened_loss_constant(A)
+    assert c == pytest.approx(0.5 - 0.5 * np.sum(A ** 2), rel=1e-15)
+    assert dl.whitened_loss_constant(A, Y) == pytest.approx(c, rel=1e-14)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        W = rng.standard_normal(A.shape)
+        direct = np.sum((X @ W.T - Y) ** 2) / (2 * len(y))
+        assert direct == pytest.approx(0.5 * np.sum((W - A) ** 2) + c, rel=1e-12)
+    # targets that are not one-hot: the constant follows their norm
+    assert dl.whitened_loss_constant(A, 2 * Y) == pytest.approx(2.0 - 0.5 * np.sum(A ** 2), rel=1e-14)
