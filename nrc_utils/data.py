@@ -441,13 +441,24 @@ def _read_upto(f: Any, n: int) -> bytearray:
     return out
 
 
+def _short(path: Path, present: int, expected: int, dims: tuple[int, ...]) -> DataCorruptError:
+    if present > expected:
+        return _corrupt(path, f"holds more data bytes than its header promises ({expected}): the file is corrupt")
+    return _corrupt(
+        path,
+        f"holds {present} data bytes but its header promises {expected} "
+        f"({' x '.join(map(str, dims))}): the file is truncated or corrupt",
+    )
+
+
 def _read_idx(path: Path, kind: str) -> np.ndarray:
     """An IDX file (optionally gzipped) of unsigned bytes as a numpy array of its stored
     shape: ``kind="images"`` must be ``(n, 28, 28)``, ``kind="labels"`` ``(n,)`` in ``0..9``.
 
     The header (magic number, type code, dimensions) is read and checked first, and the
-    size it promises is compared with the bytes actually present while reading them in
-    chunks, so a damaged header claiming 10^12 items allocates nothing of that size."""
+    size it promises is compared with the bytes actually present (the file size of a
+    plain file, before reading any data; a gzip stream while it is decompressed in
+    chunks), so a damaged header claiming 10^12 items allocates nothing of that size."""
     gz = path.suffix == ".gz"
     with _open_bytes(path) as raw:
         try:
@@ -478,7 +489,11 @@ def _read_idx(path: Path, kind: str) -> np.ndarray:
             if kind == "images" and dims[1:] != (28, 28):
                 raise _corrupt(path, f"holds images of {dims[1]}x{dims[2]} pixels, but MNIST images are 28x28")
             expected = math.prod(dims)  # unsigned bytes: one byte per item, exact (no overflow)
-            body = _read_upto(f, expected + 1)
+            if not gz:  # the size on disk says it before any data is read
+                present = os.fstat(raw.fileno()).st_size - 4 - 4 * ndim
+                if present != expected:
+                    raise _short(path, present, expected, dims)
+            body = _read_upto(f, expected + 1)  # gzip: only decompressing tells; never more than is there
         except DataError:
             raise
         except PermissionError:
@@ -487,13 +502,7 @@ def _read_idx(path: Path, kind: str) -> np.ndarray:
             what = "gzip stream is truncated or damaged" if gz else "cannot be read"
             raise _corrupt(path, f"is corrupt: its {what} ({_one_line(err)})") from err
     if len(body) != expected:
-        if len(body) > expected:
-            raise _corrupt(path, f"holds more data bytes than its header promises ({expected}): the file is corrupt")
-        raise _corrupt(
-            path,
-            f"holds {len(body)} data bytes but its header promises {expected} "
-            f"({' x '.join(map(str, dims))}): the file is truncated or corrupt",
-        )
+        raise _short(path, len(body), expected, dims)
     array = np.frombuffer(body, dtype=np.uint8).reshape(dims)
     if kind == "labels" and array.size and int(array.max()) > 9:
         raise _corrupt(path, f"holds labels up to {int(array.max())}, but MNIST labels lie in 0..9: the file is corrupt")

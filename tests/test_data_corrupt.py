@@ -92,6 +92,24 @@ def test_idx_header_promising_a_trillion_items_allocates_nothing_of_that_size(tm
         target.unlink()
 
 
+def test_idx_size_of_a_plain_file_is_checked_before_reading_its_data(mnist_dir):
+    """A 256 MiB (sparse) file whose header promises 3.4e12 bytes: refused from its size
+    on disk, without reading the 256 MiB."""
+    path = mnist_dir / "train-images-idx3-ubyte"
+    path.write_bytes(idx_bytes(np.zeros((0, 28, 28), np.uint8), dims=(0xFFFFFFFF, 28, 28)))
+    with open(path, "r+b") as f:
+        f.truncate(16 + 2**28)
+    tracemalloc.start()
+    try:
+        with pytest.raises(data.DataCorruptError) as err:
+            data.mnist(root=mnist_dir.parent)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    one_line(err, path, f"holds {2**28} data bytes but its header promises 3367254359280")
+    assert peak < 2**20, peak
+
+
 def test_idx_labels_header_promising_more_than_present(mnist_dir):
     path = mnist_dir / "train-labels-idx1-ubyte"
     path.write_bytes(idx_bytes(np.arange(5, dtype=np.uint8), dims=(4_000_000_000,)))
