@@ -5,7 +5,7 @@
     python ci/glue_values.py --diff OLD.ipynb NEW.ipynb                          # what changed
 
 Each value is the text a reader sees: ``text/markdown`` where the glue has it, else
-``text/plain``. ``--diff`` prints one line per key that was added, removed or changed, and
+``text/plain`` (glue keeps its data under a ``mime_prefix``, removed here). ``--diff`` prints one line per key that was added, removed or changed, and
 a last line with the counts; exit status 0 whether or not they differ.
 """
 
@@ -23,10 +23,12 @@ def glued_values(nb) -> dict[str, str]:
     out = {}
     for cell in nb.cells:
         for o in cell.get("outputs", []):
-            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name:
-                data = o.get("data", {})
-                text = data.get("text/markdown", data.get("text/plain", ""))
+            scrap = o.get("metadata", {}).get("scrapbook", {})
+            name = scrap.get("name")
+            if name:  # glue stores its data under a prefix: application/papermill.record/text/plain
+                prefix = scrap.get("mime_prefix", "")
+                data = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in o.get("data", {}).items()}
+                text = data.get("text/markdown", data.get("text/plain", "<figure>" if "image/png" in data else ""))
                 out[name] = "".join(text) if isinstance(text, list) else str(text)
     return out
 
