@@ -499,6 +499,8 @@ def _read_idx(path: Path, kind: str) -> np.ndarray:
         except PermissionError:
             raise _denied(path) from None
         except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+            if gz and isinstance(err, gzip.BadGzipFile) and raw.seek(0) == 0 and raw.read(3) == b"\x00\x00\x08":
+                raise _corrupt(path, "is named .gz but is not compressed", remedy="remove .gz from its name") from None
             what = "gzip stream is truncated or damaged" if gz else "cannot be read"
             raise _corrupt(path, f"is corrupt: its {what} ({_one_line(err)})") from err
     if len(body) != expected:

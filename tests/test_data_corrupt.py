@@ -171,6 +171,12 @@ def test_idx_bad_magic_and_misnamed_gzip(mnist_dir):
     with pytest.raises(data.DataCorruptError) as err:
         data.mnist(root=mnist_dir.parent)
     one_line(err, path, "is gzip-compressed but not named .gz; rename it to end in .gz")
+    path.unlink()
+    named = path.with_name(path.name + ".gz")
+    named.write_bytes(good)  # the other way round: a plain file named .gz
+    with pytest.raises(data.DataCorruptError) as err:
+        data.mnist(root=mnist_dir.parent)
+    one_line(err, named, "is named .gz but is not compressed; remove .gz from its name")
 
 
 @pytest.mark.parametrize("mask", [0x01, 0x80, 0xFF])
