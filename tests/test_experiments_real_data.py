@@ -234,14 +234,14 @@ def test_layer_summary_reads_the_ends_of_the_lambda_grid():
     assert (n["dig_rank_W1_lo"], n["dig_rank_W1_hi"]) == (30, 15)
     assert n["dig_tail_hidden_lo"] == pytest.approx(0.1) and n["dig_tail_hidden_hi"] == pytest.approx(0.01)
     assert s.falling == [2, 3] and s.rising == []
-    assert s.tcv_up is False and s.nc1_up is True
+    assert s.tcv_up is False and s.nc1_up is True and s.n_networks == 4
     assert n["tcv_pixels"] == pytest.approx(np.median([0.6, 0.61, 0.5, 0.51]))
 
 
 def test_without_a_network_at_the_target_everything_is_nan_not_an_error():
     meas = _meas(reached=False)
     s = rd.layer_summary(meas, "Digits", 4, [0.01, 0.1])
-    assert (s.lam_lo, s.lam_hi) == (0.01, 0.1) and s.tcv_up is None and s.nc1_up is None
+    assert (s.lam_lo, s.lam_hi) == (0.01, 0.1) and s.tcv_up is None and s.nc1_up is None and s.n_networks == 0
     assert all(math.isnan(v) for v in s.numbers.values())
     corr = rd.rank_tcv_correlation(meas, "Digits", s.hidden)
     assert corr.n_points == 0 and math.isnan(corr.spearman_tail) and corr.within == {}

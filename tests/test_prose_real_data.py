@@ -32,6 +32,7 @@ def test_absent_sentence_every_kind_and_none():
 
 
 @pytest.mark.parametrize("hidden, falling, rising, expected", [
+    ([2, 3], [], [], "No network reached the target"),
     ([], [], [], "no layer that reads hidden features"),
     ([2, 3], [2, 3], [], "falls as λ grows (Spearman correlation with λ negative in each), as the paper states"),
     ([2, 3], [2], [3], "**contradicted** in layers W₃: there the relative distance to rank K grows with λ"),
@@ -39,7 +40,8 @@ def test_absent_sentence_every_kind_and_none():
     ([2, 3], [2], [], "shows no monotone trend with λ"),
 ])
 def test_trend_verdict(hidden, falling, rising, expected):
-    assert expected in prose.trend_verdict(hidden, falling, rising)
+    n = 0 if expected.startswith("No network") else 4
+    assert expected in prose.trend_verdict(hidden, falling, rising, n)
 
 
 @pytest.mark.parametrize("tcv_up, nc1_up, expected", [

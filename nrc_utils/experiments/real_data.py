@@ -314,7 +314,8 @@ class LayerSummary:
     chapter glues them without ``ch6_``; ``hidden``: :func:`hidden_layers`; ``falling`` /
     ``rising``: hidden layers whose relative distance to rank ``K`` has a negative / positive
     Spearman correlation with lambda; ``tcv_up`` / ``nc1_up``: whether the last layer's input
-    ``TCV_2`` / NC1 is larger at ``lam_hi`` than at ``lam_lo`` (None without networks)."""
+    ``TCV_2`` / NC1 is larger at ``lam_hi`` than at ``lam_lo`` (None without networks);
+    ``n_networks``: how many networks of the reference set reached the target."""
 
     lam_lo: float
     lam_hi: float
@@ -324,6 +325,7 @@ class LayerSummary:
     rising: list[int]
     tcv_up: bool | None
     nc1_up: bool | None
+    n_networks: int = 0
 
 
 def layer_summary(meas: pd.DataFrame, ref_title: str, L: int, lambdas: Sequence[float]) -> LayerSummary:
@@ -356,7 +358,7 @@ def layer_summary(meas: pd.DataFrame, ref_title: str, L: int, lambdas: Sequence[
         nc1_up = bool(values["nc1_last_hi"] > values["nc1_last_lo"])
     return LayerSummary(float(lam_lo), float(lam_hi), numbers, hidden,
                         [l for l in hidden if tail_trend.get(l, 0) < 0], [l for l in hidden if tail_trend.get(l, 0) > 0],
-                        tcv_up, nc1_up)
+                        tcv_up, nc1_up, int(dig.groupby(["lambda", "seed"]).ngroups))
 
 
 @dataclass

@@ -67,9 +67,12 @@ def layers_text(layers: Sequence[int]) -> str:
     return ", ".join(f"W{subscript(l)}" for l in layers) if layers else "none"
 
 
-def trend_verdict(hidden: Sequence[int], falling: Sequence[int], rising: Sequence[int]) -> str:
+def trend_verdict(hidden: Sequence[int], falling: Sequence[int], rising: Sequence[int], n_networks: int) -> str:
     """How the relative distance to rank K of the hidden layers moves with lambda (per-layer
-    Spearman sign: ``falling`` negative, ``rising`` positive)."""
+    Spearman sign: ``falling`` negative, ``rising`` positive) over ``n_networks`` networks that
+    reached the target."""
+    if n_networks == 0:
+        return "No network reached the target, so no trend with λ is reported."
     if not hidden:
         return "This network has no layer that reads hidden features, so there is no trend with λ to report."
     if len(falling) == len(hidden):
