@@ -1,6 +1,6 @@
 """Data sets of the book: K-class Gaussian mixtures, scikit-learn digits, MNIST,
 Fashion-MNIST and CIFAR-10, as :class:`Dataset` objects (inputs ``x_i``, labels
-``y_i`` in ``0..K-1``, SPEC notation).
+``y_i`` in ``0..K-1``, the book's notation).
 
 The Gaussian mixture is the data model of the paper's Section 4 (Zangrando et al.,
 arXiv:2402.03991): ``x = m_c + s * xi`` with ``xi ~ N(0, I_d)``. Digits (1797 real 8x8
@@ -265,7 +265,7 @@ class Dataset:
         return self.subset(np.flatnonzero(~test)), self.subset(np.flatnonzero(test))
 
     def one_hot(self) -> torch.Tensor:
-        """One-hot targets ``(N, K)`` float32 (the square-loss targets ``y_i`` of the SPEC)."""
+        """One-hot targets ``(N, K)`` float32 (the square-loss targets ``y_i`` of the book)."""
         return torch.nn.functional.one_hot(self.y, self.K).to(torch.float32)
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "Dataset":
@@ -298,7 +298,7 @@ def gaussian_mixture(
     classes). So ``||m_c|| = mean_scale`` exactly and, for ``p`` large, the means are
     nearly orthogonal, ``||m_c - m_c'|| ~ sqrt(2) mean_scale``, while a class has radius
     about ``s sqrt(d)``: ``E ||x - m_c||^2 = s^2 d``, hence ``E TCV_2 = N s^2 d`` around
-    the true means (SPEC result 6). Deterministic in ``seed`` (numpy ``default_rng``).
+    the true means (chapter 4, Gaussian mixtures). Deterministic in ``seed`` (numpy ``default_rng``).
     """
     for label, value in (("K", K), ("d", d), ("n_per_class", n_per_class)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

@@ -112,7 +112,7 @@ def test_an_absent_set_becomes_the_loaders_sentence(monkeypatch, tmp_path):
 
 
 def test_an_unreadable_set_is_kept_apart_and_none_present_is_refused(monkeypatch):
-    corrupt = getattr(data, "DataCorruptError", data.DataNotFoundError)
+    corrupt = data.DataCorruptError
     real_load = data.load
 
     def load(name, *a, **kw):

@@ -52,8 +52,6 @@ STEM = "06_real_data"
 #: ``data.load(name)`` accepts without further arguments (not the synthetic Gaussian mixture).
 REAL_DATA_SETS = tuple(n for n in data.NAMES if n != "gaussian_mixture")
 TITLES = {"digits": "Digits", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
-#: The loader's refusals: absent, damaged or unreadable files (one line each).
-DATA_ERRORS: tuple[type[BaseException], ...] = (getattr(data, "DataError", data.DataNotFoundError),)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -145,7 +143,7 @@ def prepare(name: str, test_fraction: float, max_train: int, max_test: int, seed
     class held out); MNIST, Fashion-MNIST, CIFAR-10 as stratified random subsets of at most
     ``max_train`` / ``max_test`` images of their official sets; flattened to ``(N, d)``, every
     pixel standardised with the training mean and standard deviation. Raises the loader's
-    :data:`DATA_ERRORS` when the files are absent or damaged."""
+    :class:`nrc_utils.data.DataError` when the files are absent, damaged or unreadable."""
     if name == "digits":
         tr, te = data.load("digits", standardize=False).split(test_fraction, seed=seed)
     else:
@@ -171,7 +169,7 @@ def load_data_sets(names: Sequence[str], test_fraction: float, max_train: int, m
     for name in names:
         try:
             present[name] = prepare(name, test_fraction, max_train, max_test, seed)
-        except DATA_ERRORS as err:
+        except data.DataError as err:
             kind = "absent" if isinstance(err, data.DataNotFoundError) else "unreadable"
             absent.append({"name": name, "title": title(name), "kind": kind, "reason": _reason(err)})
     if not present:
@@ -481,7 +479,7 @@ def polish_comparison(meas: pd.DataFrame, ref_title: str, hidden: Sequence[int])
     return PolishComparison(both, numbers)
 
 
-__all__ = ["DATA_ERRORS", "DataSets", "LayerSummary", "PARAMETERS", "PolishComparison", "REAL_DATA_SETS", "RankTCV",
+__all__ = ["DataSets", "LayerSummary", "PARAMETERS", "PolishComparison", "REAL_DATA_SETS", "RankTCV",
            "STEM", "TITLES", "Training", "check_relations", "hidden_layers", "lambda_trend", "layer_measures",
            "layer_summary", "load_data_sets", "network_layers", "polish_comparison", "prepare",
            "rank_tcv_correlation", "sgd_config", "spearman", "title", "train_networks",
