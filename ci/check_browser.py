@@ -53,7 +53,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import project  # noqa: E402
@@ -101,7 +101,10 @@ def toc_pages(root: Path) -> list[Page]:
 
 
 def expectations(root: Path) -> Expect:
-    config = project.load_yaml(Path(root) / "_config.yml") or {}
+    path = Path(root) / "_config.yml"
+    if not path.is_file():
+        return Expect()
+    config = project.load_yaml(path) or {}
     repo = config.get("repository") or {}
     return Expect(book_title=config.get("title"), repository_url=(repo.get("url") or "").rstrip("/") or None,
                   branch=str(repo.get("branch") or "main"))
@@ -131,10 +134,18 @@ class Server:
 
     def __init__(self, directory: Path):
         handler = functools.partial(_QuietHandler, directory=str(directory))
+        self.directory = Path(directory)
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def file_of(self, url: str) -> Path | None:
+        """The file that ``url`` (an absolute URL on this server) serves, or None."""
+        if not url.startswith(self.base):
+            return None
+        path = Path(self.directory, unquote(urlparse(url).path).lstrip("/"))
+        return path if path.is_file() else None
 
     def __enter__(self):
         self.thread.start()
@@ -188,8 +199,8 @@ async ({notebook, corners}) => {
   out.untypeset = maths.filter(m => !m.querySelector('mjx-container'))
                        .map(m => m.textContent.replace(/\s+/g, ' ').trim().slice(0, 60));
   out.mjxCount = article.querySelectorAll('mjx-container').length;
-  out.mathErrors = [...article.querySelectorAll('mjx-merror, [data-mjx-error]')]
-      .map(e => (e.getAttribute('data-mjx-error') || e.textContent || '').slice(0, 80));
+  out.mathErrors = [...new Set([...article.querySelectorAll('mjx-merror, [data-mjx-error]')]
+      .map(e => (e.getAttribute('data-mjx-error') || e.textContent || '').slice(0, 80)))];
   // the text a reader reads: no code, no scripts, no typeset math
   const skip = 'pre, code, kbd, samp, script, style, textarea, mjx-container, .cell_input, .highlight, .headerlink';
   const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT, {
@@ -222,11 +233,7 @@ async ({notebook, corners}) => {
     out.download = items('.dropdown-download-buttons a');
     out.launch = items('.dropdown-launch-buttons a');
     out.source = items('.dropdown-source-buttons a, a.btn-source-repository-button');
-    for (const d of out.download) {
-      if (!d.href) continue;
-      try { d.status = (await fetch(new URL(d.href, location.href), {method: 'HEAD'})).status; }
-      catch (e) { d.status = String(e); }
-    }
+    for (const d of out.download) if (d.href) d.url = new URL(d.href, location.href).href;
     const injected = [...document.querySelectorAll('.tag_injected-parameters')];
     out.injectedVisible = injected.filter(e => e.getClientRects().length > 0).length;
     out.parameters = [...article.querySelectorAll('.tag_parameters')].map(e => e.textContent);
@@ -291,16 +298,16 @@ def judge(page: Page, theme: str, info: dict, expect: Expect, events: dict) -> l
     elif info.get("mathjax") and info.get("mathjaxWait") != "ok":
         say(f"MathJax did not finish typesetting: {info.get('mathjaxWait')}")
     if info.get("untypeset"):
-        say(f"{len(info['untypeset'])} math element(s) not typeset by MathJax, first: {info['untypeset'][0]!r}")
+        say(f"{len(info['untypeset'])} math element(s) not typeset by MathJax, first: '{info['untypeset'][0]}'")
     for e in info.get("mathErrors", []):
-        say(f"MathJax error: {e!r}")
+        say(f"MathJax error: '{e}'")
     text = info.get("text", "")
     m = RAW_TEX.search(text)
     if m:
-        say(f"raw TeX in the text (not typeset): {_excerpt(text, m)!r}")
+        say(f"raw TeX in the text (not typeset): '{_excerpt(text, m)}'")
     m = MYST_LEFT.search(text)
     if m:
-        say(f"unrendered MyST in the text: {_excerpt(text, m)!r}")
+        say(f"unrendered MyST in the text: '{_excerpt(text, m)}'")
     for e in info.get("systemMessages", []):
         say(f"docutils system message: {e!r}")
     # outputs
@@ -334,8 +341,8 @@ def reader_features(page: Page, where: str, info: dict, expect: Expect) -> list[
             if d is None:
                 offered = ", ".join(t for t in download if t) or "nothing"
                 say(f"the download menu offers no {suffix} (it offers {offered})")
-            elif d.get("status") != 200:
-                say(f"the download {suffix} ({d['href']}) answers {d.get('status')}")
+            elif not d.get("exists"):
+                say(f"the download {suffix} ({d['href']}) is not in the book")
     if expect.repository_url:
         slug = urlparse(expect.repository_url).path.strip("/")
         launch = {d["text"]: d["href"] for d in info.get("launch", [])}
@@ -385,6 +392,7 @@ def check(html_dir: Path, pages: list[Page], expect: Expect = Expect(), *, scree
     if screenshots is not None:
         screenshots.mkdir(parents=True, exist_ok=True)
     taken: dict = {}
+    events: dict = {}  # what the browser reported while the current page loaded
     with Server(html_dir) as server, tempfile.TemporaryDirectory(prefix="nrc-chromium-") as profile, \
             sync_playwright() as pw:
         for theme in themes:
@@ -398,32 +406,31 @@ def check(html_dir: Path, pages: list[Page], expect: Expect = Expect(), *, scree
                 ctx.set_default_timeout(timeout_s * 1000)
                 ctx.add_init_script(f"try {{ localStorage.setItem('mode', '{theme}'); "
                                     f"localStorage.setItem('theme', '{theme}'); }} catch (e) {{}}")
-                events: dict = {}
 
-                def on_route(route, _events=events):
-                    _events.setdefault("external", []).append(route.request.url)
+                def on_route(route):
+                    events.setdefault("external", []).append(route.request.url)
                     route.abort()
 
                 ctx.route(lambda url: not url.startswith(server.base) and not url.startswith("data:"), on_route)
                 tab = ctx.pages[0] if ctx.pages else ctx.new_page()
 
-                def on_error(err, _events=events):
+                def on_error(err):
                     msg = str(getattr(err, "message", err))
                     if not any(p.search(msg) for p, _ in KNOWN_JS_ERRORS):
-                        _events.setdefault("js_errors", []).append(msg)
+                        events.setdefault("js_errors", []).append(msg)
 
-                def on_console(msg, _events=events):
+                def on_console(msg):
                     if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
                         if not any(p.search(msg.text) for p, _ in KNOWN_JS_ERRORS):
-                            _events.setdefault("js_errors", []).append(f"console: {msg.text}")
+                            events.setdefault("js_errors", []).append(f"console: {msg.text}")
 
-                def on_response(resp, _events=events):
+                def on_response(resp):
                     if resp.status >= 400:
-                        _events.setdefault("failed", []).append((resp.url, resp.status))
+                        events.setdefault("failed", []).append((resp.url, resp.status))
 
-                def on_failed(req, _events=events):
+                def on_failed(req):
                     if req.url.startswith(server.base):
-                        _events.setdefault("failed", []).append((req.url, req.failure))
+                        events.setdefault("failed", []).append((req.url, req.failure))
 
                 tab.on("pageerror", on_error)
                 tab.on("console", on_console)
@@ -440,6 +447,8 @@ def check(html_dir: Path, pages: list[Page], expect: Expect = Expect(), *, scree
                     except PlaywrightError as exc:
                         problems.append(f"{page.path} [{theme}]: the browser failed: {str(exc).splitlines()[0]}")
                         continue
+                    for d in info.get("download", []):
+                        d["exists"] = server.file_of(d.get("url", "")) is not None
                     problems += judge(page, theme, info, expect, dict(events))
                     if screenshots is not None:
                         name = _screenshot_name(page, theme, taken)
@@ -477,7 +486,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     root = Path(args.root).resolve()
     html_dir = Path(args.html_dir).resolve() if args.html_dir else root / "_build" / "html"
-    if not html_dir.is_dir() or not any(html_dir.glob("*.html")):
+    if not html_dir.is_dir() or next(html_dir.rglob("*.html"), None) is None:
         print(f"error: no HTML in {html_dir}: build the book first (make book)", file=sys.stderr)
         return 2
     if not (Path(args.browser).is_file() or shutil.which(args.browser)):
