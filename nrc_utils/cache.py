@@ -116,10 +116,11 @@ def check_cache_dir() -> Path:
         what = f"the cache folder {folder} (the default: NRC_CACHE_DIR is unset)"
         fix = "set NRC_CACHE_DIR to a writable folder"
     blocker = _blocking_file(folder)
-    if blocker == folder:
-        raise CacheDirError(f"{what} is a file, not a folder; {fix}")
     if blocker is not None:
-        raise CacheDirError(f"{what} cannot be created: {blocker} is a file, not a folder; {fix}")
+        kind = "a broken symbolic link" if not blocker.exists() else "a file, not a folder"
+        if blocker == folder:
+            raise CacheDirError(f"{what} is {kind}; {fix}")
+        raise CacheDirError(f"{what} cannot be created: {blocker} is {kind}; {fix}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -27,7 +27,7 @@ Member ``m`` starts from ``models.init_weights(shapes, seed_m, init_scale)``
 ``train.batch_indices(N, batch_size, steps, seed_m)``; so member ``m`` follows
 ``train.train(MLP(..., seed=seed_m), X, y, TrainConfig(lam=lambda_m, seed=seed_m, ...))``
 up to floating-point rounding (``tests/test_ensemble.py`` checks it), and its
-result is cached under the same key as that single run.
+result is cached under the same key as that single run (on the same device type).
 """
 
 from __future__ import annotations

@@ -122,6 +122,14 @@ def test_cache_dir_under_a_file_cannot_be_created(tmp_path, monkeypatch):
                               "folder; point NRC_CACHE_DIR at a writable folder, or unset it to use ")
 
 
+def test_dangling_symlink_is_refused(tmp_path, monkeypatch):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    monkeypatch.setenv("NRC_CACHE_DIR", str(link / "cache"))
+    assert refusal(monkeypatch).startswith(f"NRC_CACHE_DIR={link / 'cache'} cannot be created: {link} is a broken "
+                                           "symbolic link; point NRC_CACHE_DIR at a writable folder")
+
+
 def test_read_only_cache_dir_is_refused(cache_in_tmp, monkeypatch):
     cache_in_tmp.mkdir()
     read_only(monkeypatch, cache_in_tmp)
