@@ -24,10 +24,14 @@ def profile(name):
     return dict(project.load_profile(ROOT, name)[STEM])
 
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("NRC_PROGRESS", "0")
-    monkeypatch.setenv("NRC_CACHE_DIR", str(tmp_path / "cache"))
+@pytest.fixture(autouse=True, scope="module")
+def _env(tmp_path_factory):
+    """One result cache for the module (the tiny networks are trained once), no progress bars."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NRC_PROGRESS", "0")
+    mp.setenv("NRC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
 
 
 # --------------------------------------------------------------------------------------
@@ -70,7 +74,8 @@ def test_the_profiles_are_allowed(name):
     ("gm_widths", [], "a non-empty list of integers >= 1"),
     ("gm_widths", [32, 0], "a non-empty list of integers >= 1"),
     ("digits_per_class", 0, "an integer >= 1"),
-    ("digits_widths", [], "a non-empty list of integers >= 1"),
+    ("digits_widths", [], "a non-empty list of integers >= 10"),
+    ("digits_widths", [64, 8], "a non-empty list of integers >= 10"),
     ("gd_steps", -1, "an integer >= 0"),
     ("gd_lr", 0.0, "a finite number > 0"),
     ("gd_lr", math.nan, "a finite number > 0"),
@@ -130,19 +135,14 @@ def test_digits_size_counts_what_the_subset_keeps():
 
 TINY = dict(seed=0, gm_K=3, gm_d=6, gm_n_per_class=8, gm_s=0.3, gm_mean_scale=2.0, gm_widths=[5],
             digits_per_class=3, digits_widths=[5, 5], loss="ce", gd_steps=4, gd_lr=0.1, polish_tol=1e-7,
-            polish_max_iter=100, polish_max_seconds=20.0, device="cpu")
+            polish_max_iter=50, polish_max_seconds=10.0, device="cpu")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("NRC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    mp.setenv("NRC_PROGRESS", "0")
+def tiny():
     training = ee.Training.of(**TINY)
     datasets = ee.chapter_data(**TINY)
-    sweep = ee.stationarity_sweep(training, datasets, ["tanh", "relu"], [0.01, 0.03], [0])
-    yield training, datasets, sweep
-    mp.undo()
+    return training, datasets, ee.stationarity_sweep(training, datasets, ["tanh", "relu"], [0.01, 0.03], [0])
 
 
 def test_chapter_data_and_subset(tiny):
@@ -161,7 +161,7 @@ def test_training_config_is_the_chapters_recipe():
     cfg = ee.Training.of(**TINY).config(0.01, seed=2, bias=True)
     assert (cfg.lam, cfg.loss, cfg.steps, cfg.lr, cfg.seed, cfg.dtype, cfg.decay_bias) == \
            (0.01, "ce", 4, 0.1, 2, "float64", False)
-    assert (cfg.polish_tol, cfg.polish_max_iter, cfg.polish_max_seconds, cfg.record_every) == (1e-7, 100, 20.0, 1)
+    assert (cfg.polish_tol, cfg.polish_max_iter, cfg.polish_max_seconds, cfg.record_every) == (1e-7, 50, 10.0, 1)
     assert ee.Training.of(**TINY).config(0.01, seed=2).decay_bias
 
 
@@ -296,3 +296,12 @@ def test_k_minus_one_on_a_tiny_network(tiny):
     nums = ee.k_minus_one_numbers(km1, bias_lambda=0.03, collapse_rtol=1e-5)
     assert nums["km1_lambda"] == "0.03" and nums["km1_res"] == km1.biased.max_residual
     assert 0 <= km1.centring < 1
+
+
+def test_class_part_spectra_of_a_layer_narrower_than_k(tiny):
+    """Widths below K (the rules refuse them for the chapter): sigma_j = 0 beyond the layer's rank."""
+    training, datasets, sweep = tiny
+    digits, _ = datasets["digits"]
+    rows, checks = ee.class_part_spectra(sweep.result("digits", "tanh", 0.01, 0), digits, "ce", "no biases")
+    layer2 = [r["ratio"] for r in rows if r["layer"] == 2]
+    assert len(layer2) == 10 and layer2[0] == 1.0 and layer2[5:] == [0.0] * 5 and checks == []

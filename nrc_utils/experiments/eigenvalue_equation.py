@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -120,7 +120,8 @@ PARAMETERS = params.Rules(STEM, {
     "gm_mean_scale": params.number(ge=0),
     "gm_widths": params.grid(params.integer(ge=1)),
     "digits_per_class": params.integer(ge=1),
-    "digits_widths": params.grid(params.integer(ge=1)),
+    # the K - 1 experiment reads sigma_K(A_l), K = 10 digits: every layer needs at least K units
+    "digits_widths": params.grid(params.integer(ge=10)),
     "gd_steps": params.integer(ge=0),
     "gd_lr": params.number(gt=0),
     "polish_tol": params.number(gt=0),
@@ -633,14 +634,14 @@ class KMinusOne:
     """The two stationary networks of the ``K - 1`` experiment (``biased``: undecayed biases, ``unbiased``:
     no biases), ``spectra`` (``network, layer, j, ratio``: ``sigma_j(A_l) / sigma_1(A_l)``, ``j <= K``),
     ``checks`` (``layer, sigma_K, bound``: item 3's bound ``||grad_b L_0|| ||mean_c mu_c||``, biased
-    layers) and ``centring``, ``||mean_i x_i|| / mean_i ||x_i||`` of the inputs."""
+    layers), ``centring``, ``||mean_i x_i|| / mean_i ||x_i||`` of the inputs, and the ``K`` classes."""
 
     biased: train.TrainResult
     unbiased: train.TrainResult
     spectra: pd.DataFrame
     checks: pd.DataFrame
     centring: float
-    K: int = field(default=0)
+    K: int
 
 
 def class_part_spectra(result: train.TrainResult, ds: data.Dataset, loss: str, network: str
@@ -652,6 +653,7 @@ def class_part_spectra(result: train.TrainResult, ds: data.Dataset, loss: str, n
     rows, checks = [], []
     for sig, layer in zip(gradients.layer_signals(net, ds.X.double(), ds.y, loss), gradients.linear_layers(net)):
         s = spectral.singular_values(gradients.cluster_split(sig, ds.y, K).class_part)[:K]
+        s = np.pad(s, (0, K - len(s)))  # a layer narrower than K: sigma_j = 0 beyond its rank
         rows += [{"network": network, "layer": sig.layer, "j": j + 1, "ratio": float(v / s[0])} for j, v in enumerate(s)]
         if layer.bias is not None:
             checks.append({"layer": sig.layer, "sigma_K": float(s[K - 1]),
