@@ -5,10 +5,12 @@
     python ci/check_browser.py --page book/x.html    # only these pages (repeatable)
 
 The HTML is served from a local HTTP server on 127.0.0.1 (a free port, started and stopped
-here; MathJax comes from the book's own _static, nothing is fetched from the network) and each
-page is opened twice, in the light and in the dark theme (pydata-sphinx-theme: localStorage
-"mode"/"theme" set before the page's scripts run, and prefers-color-scheme emulated). On each
-page it asserts:
+here; MathJax comes from the book's own _static, nothing is fetched from the network). Each page
+is seen in the light and in the dark theme: opened in the light theme and checked in full, then
+switched to dark with the theme's own button, as a reader does; the first page is also opened in
+the dark theme (pydata-sphinx-theme: localStorage "mode"/"theme" set before the page's scripts
+run, and prefers-color-scheme emulated), so that a reader who chose dark gets it. On each page
+it asserts:
 
 * the title: ``<title>`` starts with the page's heading and names the book;
 * every image of the article loaded, with a non-zero natural size;
@@ -242,6 +244,19 @@ async ({notebook, corners}) => {
 }
 """
 
+# The reader's theme switch: pydata-sphinx-theme's button cycles light -> dark -> auto. A page
+# without it (a fixture) gets the attributes the theme would set.
+SWITCH_JS = r"""
+async (theme) => {
+  const root = document.documentElement, btn = document.querySelector('.theme-switch-button');
+  for (let i = 0; i < 3 && root.dataset.theme !== theme; i++) {
+    if (btn) btn.click(); else { root.dataset.mode = theme; root.dataset.theme = theme; }
+  }
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  return root.dataset.theme || '';
+}
+"""
+
 RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\begin\{|(?<![\w$])\$[^\s$][^$\n]{0,200}?\$(?![\w$])")
 # MyST that did not render: a directive fence, a colon fence, a role, a substitution.
 MYST_LEFT = re.compile(
@@ -257,8 +272,9 @@ def _excerpt(text: str, m: re.Match, width: int = 30) -> str:
     return " ".join(text[a:b].split())
 
 
-def judge(page: Page, theme: str, info: dict, expect: Expect, events: dict) -> list[str]:
-    """The problems of one page in one theme, from what INSPECT_JS measured and the events."""
+def judge(page: Page, theme: str, info: dict, expect: Expect, events: dict, full: bool = True) -> list[str]:
+    """The problems of one page in one theme, from what INSPECT_JS measured and the events;
+    with ``full`` false only the theme, the requests and the JavaScript errors."""
     where = f"{page.path} [{theme}]"
     problems: list[str] = []
     say = lambda msg: problems.append(f"{where}: {msg}")  # noqa: E731
@@ -272,6 +288,8 @@ def judge(page: Page, theme: str, info: dict, expect: Expect, events: dict) -> l
         say(f"requests a resource outside the book (blocked): {url}")
     if info.get("theme") != theme:
         say(f"data-theme is {info.get('theme')!r}, expected {theme!r}")
+    if not full:
+        return problems
     # title
     title, h1 = (info.get("title") or "").strip(), info.get("h1")
     if not title:
@@ -325,7 +343,7 @@ def judge(page: Page, theme: str, info: dict, expect: Expect, events: dict) -> l
         say(f"unresolved cross-reference {t!r}")
     for href in info.get("badLinks", []):
         say(f"cross-reference without a resolved text: href {href!r}")
-    if page.notebook and theme == THEMES[0]:
+    if page.notebook:
         problems += reader_features(page, where, info, expect)
     return problems
 
@@ -395,75 +413,95 @@ def check(html_dir: Path, pages: list[Page], expect: Expect = Expect(), *, scree
     events: dict = {}  # what the browser reported while the current page loaded
     with Server(html_dir) as server, tempfile.TemporaryDirectory(prefix="nrc-chromium-") as profile, \
             sync_playwright() as pw:
-        for theme in themes:
-            # A persistent context is how playwright gives Chromium a --user-data-dir: a fresh
-            # one per theme, in a temporary folder removed at the end.
-            ctx = pw.chromium.launch_persistent_context(
-                str(Path(profile) / theme), executable_path=browser, headless=True, args=LAUNCH_FLAGS,
-                viewport=VIEWPORT, color_scheme=theme, service_workers="block",
-                ignore_default_args=["--enable-automation"])
-            try:
-                ctx.set_default_timeout(timeout_s * 1000)
-                ctx.add_init_script(f"try {{ localStorage.setItem('mode', '{theme}'); "
-                                    f"localStorage.setItem('theme', '{theme}'); }} catch (e) {{}}")
+        # A persistent context is how playwright gives Chromium a --user-data-dir: a fresh one,
+        # in a temporary folder removed at the end.
+        ctx = pw.chromium.launch_persistent_context(
+            profile, executable_path=browser, headless=True, args=LAUNCH_FLAGS, viewport=VIEWPORT,
+            color_scheme=themes[0], service_workers="block", ignore_default_args=["--enable-automation"])
+        try:
+            ctx.set_default_timeout(timeout_s * 1000)
+            # The theme a page starts in, as a reader who chose it: pydata-sphinx-theme reads
+            # localStorage "mode"/"theme" in its first inline script. The theme wanted comes in
+            # the query string (?nrc-theme=dark), set here before any script of the page runs.
+            ctx.add_init_script(
+                "try { const t = new URLSearchParams(location.search).get('nrc-theme');"
+                " if (t) { localStorage.setItem('mode', t); localStorage.setItem('theme', t); } } catch (e) {}")
 
-                def on_route(route):
-                    events.setdefault("external", []).append(route.request.url)
-                    route.abort()
+            def on_route(route):
+                events.setdefault("external", []).append(route.request.url)
+                route.abort()
 
-                ctx.route(lambda url: not url.startswith(server.base) and not url.startswith("data:"), on_route)
-                tab = ctx.pages[0] if ctx.pages else ctx.new_page()
+            ctx.route(lambda url: not url.startswith(server.base) and not url.startswith("data:"), on_route)
+            tab = ctx.pages[0] if ctx.pages else ctx.new_page()
 
-                def on_error(err):
-                    msg = str(getattr(err, "message", err))
-                    if not any(p.search(msg) for p, _ in KNOWN_JS_ERRORS):
-                        events.setdefault("js_errors", []).append(msg)
+            def on_error(err):
+                msg = str(getattr(err, "message", err))
+                if not any(p.search(msg) for p, _ in KNOWN_JS_ERRORS):
+                    events.setdefault("js_errors", []).append(msg)
 
-                def on_console(msg):
-                    if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
-                        if not any(p.search(msg.text) for p, _ in KNOWN_JS_ERRORS):
-                            events.setdefault("js_errors", []).append(f"console: {msg.text}")
+            def on_console(msg):
+                if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+                    if not any(p.search(msg.text) for p, _ in KNOWN_JS_ERRORS):
+                        events.setdefault("js_errors", []).append(f"console: {msg.text}")
 
-                def on_response(resp):
-                    if resp.status >= 400:
-                        events.setdefault("failed", []).append((resp.url, resp.status))
+            def on_response(resp):
+                if resp.status >= 400:
+                    events.setdefault("failed", []).append((resp.url, resp.status))
 
-                def on_failed(req):
-                    if req.url.startswith(server.base):
-                        events.setdefault("failed", []).append((req.url, req.failure))
+            def on_failed(req):
+                if req.url.startswith(server.base):
+                    events.setdefault("failed", []).append((req.url, req.failure))
 
-                tab.on("pageerror", on_error)
-                tab.on("console", on_console)
-                tab.on("response", on_response)
-                tab.on("requestfailed", on_failed)
-                for page in pages:
+            tab.on("pageerror", on_error)
+            tab.on("console", on_console)
+            tab.on("response", on_response)
+            tab.on("requestfailed", on_failed)
+
+            def shoot(page: Page, theme: str):
+                if screenshots is None:
+                    return
+                name = _screenshot_name(page, theme, taken)
+                try:
+                    tab.evaluate("window.scrollTo(0, 0)")  # the top of the page (a figure shot scrolls)
+                    tab.screenshot(path=str(screenshots / f"{name}.png"), full_page=full_page, animations="disabled")
+                    fig = tab.locator("article .cell_output img, article figure img").first
+                    if fig.count():
+                        fig.screenshot(path=str(screenshots / f"{name}-figure.png"), animations="disabled")
+                except PlaywrightError as exc:
+                    problems.append(f"{page.path} [{theme}]: no screenshot: {str(exc).splitlines()[0]}")
+
+            for i, page in enumerate(pages):
+                for k, theme in enumerate(themes):
                     t0 = time.perf_counter()
-                    events.clear()
+                    # Every page is opened in the first theme and checked in full; the first page
+                    # is opened in every theme, the others are switched to the next theme in
+                    # place, with the theme's own button, as a reader does (no second typesetting).
+                    reload = k == 0 or i == 0
                     try:
-                        resp = tab.goto(server.base + page.path, wait_until="load")
-                        events["status"] = resp.status if resp else None
-                        info = tab.evaluate(INSPECT_JS, {"notebook": page.notebook,
-                                                         "corners": theme == themes[0]})
+                        if reload:
+                            events.clear()
+                            tab.emulate_media(color_scheme=theme)
+                            resp = tab.goto(f"{server.base}{page.path}?nrc-theme={theme}", wait_until="load")
+                            events["status"] = resp.status if resp else None
+                            info = tab.evaluate(INSPECT_JS, {"notebook": page.notebook, "corners": k == 0})
+                            for d in info.get("download", []):
+                                d["exists"] = server.file_of(d.get("url", "")) is not None
+                        else:
+                            before = {key: list(v) for key, v in events.items() if isinstance(v, list)}
+                            got = tab.evaluate(SWITCH_JS, theme)
                     except PlaywrightError as exc:
                         problems.append(f"{page.path} [{theme}]: the browser failed: {str(exc).splitlines()[0]}")
                         continue
-                    for d in info.get("download", []):
-                        d["exists"] = server.file_of(d.get("url", "")) is not None
-                    problems += judge(page, theme, info, expect, dict(events))
-                    if screenshots is not None:
-                        name = _screenshot_name(page, theme, taken)
-                        try:
-                            tab.screenshot(path=str(screenshots / f"{name}.png"), full_page=full_page,
-                                           animations="disabled")
-                            fig = tab.locator("article .cell_output img, article figure img").first
-                            if fig.count():
-                                fig.screenshot(path=str(screenshots / f"{name}-figure.png"), animations="disabled")
-                        except PlaywrightError as exc:
-                            problems.append(f"{page.path} [{theme}]: no screenshot: {str(exc).splitlines()[0]}")
+                    if reload:
+                        problems += judge(page, theme, info, expect, dict(events), full=k == 0)
+                    else:
+                        new = {key: v[len(before.get(key, [])):] for key, v in events.items() if isinstance(v, list)}
+                        problems += judge(page, theme, {"theme": got}, expect, {"status": 200, **new}, full=False)
+                    shoot(page, theme)
                     if log:
-                        log(f"{page.path} [{theme}] {time.perf_counter() - t0:.1f}s")
-            finally:
-                ctx.close()
+                        log(f"{page.path} [{theme}{'' if reload else ', switched'}] {time.perf_counter() - t0:.1f}s")
+        finally:
+            ctx.close()
     return problems
 
 
