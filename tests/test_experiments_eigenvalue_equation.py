@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nrc_utils import data, gradients, models, params, spectral
+from nrc_utils import gradients, models, params, spectral
 from nrc_utils.experiments import eigenvalue_equation as ee
 
 ROOT = Path(__file__).resolve().parents[1]
