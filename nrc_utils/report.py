@@ -48,8 +48,9 @@ def rounded(value: float, spec: str, direction: int) -> str:
 class Markdown:
     """Markdown text for display or glue that is always the text itself, never a file name or URL.
 
-    ``_repr_markdown_`` gives the text (``{glue:md}`key` `` in a chapter), ``repr`` the same text
-    (``{glue:text}`key` ``)."""
+    ``_repr_markdown_`` gives the text (``{glue:md}`key` `` in a chapter); ``repr`` gives the text
+    as a Python string literal, which ``{glue:text}`key` `` reads back with ``literal_eval``: the
+    text itself, never a number (a bare ``9e+03`` would be read as ``9000.0``)."""
 
     def __init__(self, text: str) -> None:
         if not isinstance(text, str):
@@ -60,7 +61,7 @@ class Markdown:
         return self.text
 
     def __repr__(self) -> str:
-        return self.text
+        return repr(self.text)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Markdown) and other.text == self.text
@@ -74,10 +75,13 @@ def markdown(text: str) -> Markdown:
 
 
 def glue(key: str, value: object) -> None:
-    """``myst_nb.glue(key, value, display=False)``, with a ``str`` glued as :func:`markdown`:
-    the one way a chapter glues a value (numbers stay numbers, for ``{glue:text}`key:.2f` ``)."""
+    """``myst_nb.glue(key, value, display=False)``, with a ``str`` glued as :func:`markdown` and a
+    numpy scalar as the Python number it holds: the one way a chapter glues a value (numbers stay
+    numbers, for ``{glue:text}`key:.2f` ``)."""
     from myst_nb import glue as _glue
 
+    if isinstance(value, np.generic):  # numpy 2 shows np.float64(0.5), which {glue:text} cannot read
+        value = value.item()
     _glue(key, markdown(value) if isinstance(value, str) else value, display=False)
 
 

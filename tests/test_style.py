@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from IPython.core.formatters import format_display_data  # noqa: E402
+from myst_nb.core.variables import format_plain_text  # noqa: E402
 
 from nrc_utils import report, style  # noqa: E402
 
@@ -54,9 +55,32 @@ def test_glued_markdown_is_the_text_itself_never_a_path_or_url(text, tmp_path, m
     monkeypatch.chdir(tmp_path)
     (tmp_path / "book").mkdir()
     bundle, _ = format_display_data(report.markdown(text))
-    assert bundle["text/markdown"] == text and bundle["text/plain"] == text
+    assert bundle["text/markdown"] == text
+    # {glue:text} reads text/plain back with literal_eval: it must give the text, not a number
+    assert format_plain_text(bundle["text/plain"], "") == text
+
+
+@pytest.mark.parametrize("text", ["9e+03", "4.2e-03", "0.5", "[1, 2]"])
+def test_glued_text_that_looks_like_a_number_stays_text(text):
+    bundle, _ = format_display_data(report.markdown(text))
+    assert format_plain_text(bundle["text/plain"], "") == text
+    assert format_plain_text(bundle["text/plain"], "s") == text
 
 
 def test_markdown_refuses_non_text():
     with pytest.raises(TypeError, match="must be a str"):
         report.markdown(0.5)
+
+
+def test_glue_turns_numpy_scalars_into_numbers_and_text_into_markdown(monkeypatch):
+    import numpy as np
+    import myst_nb
+
+    seen = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda key, value, display: seen.update({key: (value, display)}))
+    report.glue("x", np.float64(0.25))
+    report.glue("n", np.int64(3))
+    report.glue("s", ".")
+    assert seen["x"] == (0.25, False) and type(seen["x"][0]) is float
+    assert type(seen["n"][0]) is int
+    assert seen["s"][0] == report.markdown(".")
