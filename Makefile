@@ -1,7 +1,8 @@
 # The two commands of this project (see README.md):
 #   make book    execute every chapter with the `ci` profile and build _build/html
 #                (PROFILE=paper make book: the full-size profile, GPU when present)
-#   make test    unit tests, then the `ci` book, then checks of the built HTML
+#   make test    unit tests, then the `ci` book, then checks of the built HTML: static, links,
+#                and a real browser (headless Chromium, light and dark theme, screenshots)
 # Each creates the project-local virtual environment .venv first (once; again when
 # pyproject.toml changes).
 
@@ -35,36 +36,50 @@ $(STAMP): pyproject.toml | system-data
 	$(PY) -m pip install --disable-pip-version-check -q -e ".[book,test]"
 	@touch $@
 
-# Fashion-MNIST from Debian's package dataset-fashion-mnist (into /usr/share/datasets/fashion-mnist,
-# which nrc_utils.data searches after the user's data root), where apt-get can be used: as root on
-# Debian/Ubuntu. A no-op when it is installed (dpkg -s); apt-get update only when the lists are empty
-# or the install failed; never fails the build, and says in one line how to get the data otherwise.
-FASHION_PKG := dataset-fashion-mnist
-FASHION_HOWTO := Fashion-MNIST not installed: run apt-get install $(FASHION_PKG) as root, or copy the four \
-  *-ubyte.gz files to data/FashionMNIST/raw, or call nrc_utils.data.fashion_mnist(download=True)
+# Debian packages the project uses, installed where apt-get can be used (as root on Debian/Ubuntu):
+# a no-op when installed (dpkg -s); apt-get update only when the lists are empty or the install
+# failed; otherwise one line on how to get them.
+#   dataset-fashion-mnist  Fashion-MNIST in /usr/share/datasets/fashion-mnist, which nrc_utils.data
+#                          searches after the user's data root (never fails the build: chapter 6
+#                          says which data sets are absent)
+#   chromium               the real browser of ci/check_browser.py and tests/test_browser.py (never
+#                          a browser download: playwright only drives Debian's chromium)
 APT_GET := DEBIAN_FRONTEND=noninteractive timeout 300 apt-get -qq -o Acquire::Retries=1 -o Acquire::http::Timeout=30
+# $(call apt_install,PACKAGES,HOWTO): install PACKAGES (first from the present lists, then after an update)
+define apt_install
+if dpkg -s $(1) >/dev/null 2>&1; then :; \
+elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+  if { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null \
+       && $(APT_GET) install -y $(1) >/dev/null 2>&1; } \
+     || { $(APT_GET) update >/dev/null 2>&1 \
+       && $(APT_GET) install -y $(1) >/dev/null 2>&1; }; then \
+    echo "installed $(1)"; \
+  else echo "$(2) (apt-get could not install it here)"; fi; \
+else echo "$(2)"; fi
+endef
+FASHION_HOWTO := Fashion-MNIST not installed: run apt-get install dataset-fashion-mnist as root, or copy the four \
+  *-ubyte.gz files to data/FashionMNIST/raw, or call nrc_utils.data.fashion_mnist(download=True)
+BROWSER_HOWTO := no Chromium for the browser check: run apt-get install chromium chromium-driver as root \
+  (Debian/Ubuntu), or pass ci/check_browser.py --browser PATH
 
-.PHONY: system-data
+.PHONY: system-data browser
 system-data:
-	@if dpkg -s $(FASHION_PKG) >/dev/null 2>&1; then :; \
-	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  if { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null \
-	       && $(APT_GET) install -y --no-install-recommends $(FASHION_PKG) >/dev/null 2>&1; } \
-	     || { $(APT_GET) update >/dev/null 2>&1 \
-	       && $(APT_GET) install -y --no-install-recommends $(FASHION_PKG) >/dev/null 2>&1; }; then \
-	    echo "installed $(FASHION_PKG): Fashion-MNIST in /usr/share/datasets/fashion-mnist"; \
-	  else echo "$(FASHION_HOWTO) (apt-get could not install it here)"; fi; \
-	else echo "$(FASHION_HOWTO)"; fi
+	@$(call apt_install,dataset-fashion-mnist,$(FASHION_HOWTO))
+
+browser:
+	@$(call apt_install,chromium chromium-driver,$(BROWSER_HOWTO))
 
 book: $(STAMP)
 	$(PY) ci/build_book.py --profile $(PROFILE) $(BOOK_ARGS)
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(PY) -m pytest -q
 
 test: unit
 	$(PY) ci/build_book.py --profile ci
 	$(PY) ci/check_html.py
+	$(PY) ci/check_links.py
+	$(PY) ci/check_browser.py
 
 sync: $(STAMP)
 	$(VENV)/bin/jupytext --sync book/*.md
