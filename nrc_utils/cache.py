@@ -17,8 +17,8 @@ is deleted and recomputed, quietly (``logging.info``).
 The key (:func:`config_key`) is the SHA-256 of the configuration's canonical JSON together
 with what else decides the result: ``nrc_utils.__version__``, :func:`code_fingerprint`
 (the source of the modules that compute results), the torch version and
-``torch.get_num_threads()`` (one and two threads give float32 results that differ by
-about 1e-4 relative); training puts the device type into its configuration
+``torch.get_num_threads()`` (the thread count changes the order of floating-point sums,
+and so the trained weights); training puts the device type into its configuration
 (``train.cache_key``). Change a parameter, the code, torch or the thread count, and the
 result is recomputed.
 
