@@ -75,6 +75,7 @@ glue("flag", bool(seed % 2), display=False)
 glue("half", np.float64(lam) / 2, display=False)
 glue("threads", int(os.environ.get("OMP_NUM_THREADS", "0")), display=False)
 glue("sentence", "not a number", display=False)
+glue("slurm_job", int(os.environ.get("SLURM_JOB_ID", "0")), display=False)  # > 0 in a SLURM job
 ```
 """
 
@@ -318,7 +319,7 @@ def test_two_point_sweep_on_a_local_cluster(toy):
         assert r["status"] == "ok" and r["error"] is None and r["wall_s"] > 0 and r["device"] == "cpu"
         assert r["threads"] == 1 and r["results"]["threads"] == 1  # the kernel ran with its cap
         assert r["parameters"] == {"profile": "ci", **TOY_PARAMS, "seed": r["axes"]["seed"]}
-        assert set(r["results"]) == {"x", "n", "flag", "half", "threads"}  # numbers only, not the sentence
+        assert set(r["results"]) == {"x", "n", "flag", "half", "threads", "slurm_job"}  # numbers only, not the sentence
         assert r["results"]["half"] == 0.05 and r["results"]["n"] == 3 * r["axes"]["seed"] + 1
         folder = out / "points" / r["point"]
         executed = nbformat.read(folder / "notebook.ipynb", as_version=4)
@@ -437,3 +438,152 @@ def test_a_changed_chapter_reruns_its_points(toy):
     src.write_text(src.read_text().replace("# Toy", "# Toy, edited"))
     rc, stdout, _ = cli(grid, "--root", toy, "--out", out, "--workers", "1")
     assert rc == 0 and stdout.strip().splitlines()[-1].startswith("sweep c: 1 succeeded, 0 failed, 0 skipped")
+
+
+# --------------------------------------------------------------------------------------------
+# SLURM: a single-node cluster (slurmctld + slurmd + munged) in a temporary folder, localhost only.
+SLURM_DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 3) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return f"(no {path.name})"
+    return " | ".join(lines[-n:]) or f"({path.name} is empty)"
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """``SLURM_CONF`` of a running single-node SLURM, or a skip that says exactly why not."""
+    pytest.importorskip("dask_jobqueue")
+    missing = [d for d in SLURM_DAEMONS if not (shutil.which(d) or shutil.which(d, path="/usr/sbin:/sbin"))]
+    if missing:
+        pytest.skip(f"no {', '.join(missing)} on this machine: install Debian's slurm-wlm and munge "
+                    "(apt-get install -y slurm-wlm munge) to run the SLURMCluster test")
+    if os.geteuid() != 0:
+        pytest.skip(f"slurmd and munged are started as root here (this test runs as uid {os.geteuid()})")
+    exe = {d: shutil.which(d) or shutil.which(d, path="/usr/sbin:/sbin") for d in SLURM_DAEMONS}
+    d = tmp_path_factory.mktemp("slurm")
+    for sub in ("munge", "state", "spool", "log"):
+        (d / sub).mkdir()
+    (d / "munge").chmod(0o755)  # munged wants others to be able to reach its socket
+    key = d / "munge" / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o600)
+    sock = d / "munge" / "munge.sock"
+    node = socket.gethostname()
+    conf = d / "slurm.conf"
+    conf.write_text(textwrap.dedent(f"""\
+        ClusterName=nrcsweeptest
+        SlurmctldHost=localhost(127.0.0.1)
+        SlurmctldPort={_free_port()}
+        SlurmdPort={_free_port()}
+        SlurmUser=root
+        SlurmdUser=root
+        AuthType=auth/munge
+        CredType=cred/munge
+        AuthInfo=socket={sock}
+        StateSaveLocation={d / "state"}
+        SlurmdSpoolDir={d / "spool"}
+        SlurmctldPidFile={d / "slurmctld.pid"}
+        SlurmdPidFile={d / "slurmd.pid"}
+        SlurmctldLogFile={d / "log" / "slurmctld.log"}
+        SlurmdLogFile={d / "log" / "slurmd.log"}
+        ProctrackType=proctrack/linuxproc
+        TaskPlugin=task/none
+        SwitchType=switch/none
+        MpiDefault=none
+        SchedulerType=sched/builtin
+        SelectType=select/cons_tres
+        SelectTypeParameters=CR_Core
+        ReturnToService=2
+        JobAcctGatherType=jobacct_gather/none
+        AccountingStorageType=accounting_storage/none
+        JobCompType=jobcomp/none
+        InactiveLimit=0
+        KillWait=5
+        NodeName={node} NodeAddr=127.0.0.1 CPUs={os.cpu_count() or 1} RealMemory=1000 State=UNKNOWN
+        PartitionName=sweeps Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+        """))
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    procs: list[subprocess.Popen] = []
+
+    def start(cmd, log):
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w")))
+        return procs[-1]
+
+    def stop():
+        subprocess.run([exe["scancel"], "--user", "root"], env=env, capture_output=True, timeout=30)
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+    try:
+        munged = start([exe["munged"], "-F", "-f", f"--socket={sock}", f"--key-file={key}",
+                        f"--log-file={d / 'log' / 'munged.log'}", f"--pid-file={d / 'munge' / 'munged.pid'}",
+                        f"--seed-file={d / 'munge' / 'munged.seed'}"], d / "log" / "munged.err")
+        deadline = time.time() + 15
+        while not sock.exists() and munged.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        if not sock.exists():
+            pytest.skip(f"munged did not start: {_tail(d / 'log' / 'munged.err')} {_tail(d / 'log' / 'munged.log')}")
+        ctld = start([exe["slurmctld"], "-D", "-f", str(conf)], d / "log" / "slurmctld.err")
+        time.sleep(1)
+        slurmd = start([exe["slurmd"], "-D", "-f", str(conf), "-N", node], d / "log" / "slurmd.err")
+        deadline, state = time.time() + 60, ""
+        while time.time() < deadline and ctld.poll() is None and slurmd.poll() is None:
+            state = subprocess.run([exe["sinfo"], "-h", "-N", "-o", "%t"], env=env, capture_output=True,
+                                   text=True, timeout=30).stdout.strip()
+            if state in ("idle", "mix", "alloc"):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.skip(f"slurmctld/slurmd did not bring the node up (sinfo state {state!r}; slurmctld: "
+                        f"{_tail(d / 'log' / 'slurmctld.log')}; slurmd: {_tail(d / 'log' / 'slurmd.log')})")
+        yield {"conf": conf, "env": env, "dir": d}
+    finally:
+        stop()
+
+
+@pytest.mark.slow
+def test_a_sweep_through_slurmcluster_on_a_single_node_slurm(toy, slurm):
+    cluster = write_grid(toy / "slurm.yaml", f"""\
+        class: dask_jobqueue.SLURMCluster
+        workers: 2
+        options:
+          queue: sweeps
+          cores: 1
+          processes: 1
+          memory: 512MB
+          walltime: "00:10:00"
+          python: {sys.executable}
+          log_directory: {slurm["dir"] / "jobs"}
+          scheduler_options: {{host: 127.0.0.1, dashboard_address: "127.0.0.1:0"}}
+        """)
+    grid = write_grid(toy / "g.yaml", "chapter: 01_toy\naxes:\n  seed: [5, 6]\n")
+    rc, stdout, err = cli(grid, "--root", toy, "--out", toy / "slurm-out", "--cluster", cluster,
+                          env={"SLURM_CONF": str(slurm["conf"])}, timeout=300)
+    assert rc == 0, stdout + err
+    assert "executor: dask_jobqueue.SLURMCluster, 2 worker(s) asked for" in stdout
+    assert stdout.strip().splitlines()[-1].startswith("sweep g: 2 succeeded, 0 failed, 0 skipped")
+    recs = records(toy / "slurm-out")
+    assert all(r["status"] == "ok" and r["results"]["slurm_job"] > 0 for r in recs.values())  # ran in jobs
+    # the same records as a LocalCluster gives
+    rc, stdout, err = cli(grid, "--root", toy, "--out", toy / "local-out", "--workers", "1")
+    assert rc == 0, stdout + err
+    strip = {k: {**r, "results": {n: v for n, v in r["results"].items() if n != "slurm_job"}}
+             for k, r in without_volatile(recs).items()}
+    local = {k: {**r, "results": {n: v for n, v in r["results"].items() if n != "slurm_job"}}
+             for k, r in without_volatile(records(toy / "local-out")).items()}
+    assert strip == local

@@ -748,9 +748,11 @@ def run_sweep(args, sweep: Sweep, cluster_spec: dict | None) -> int:
     print(f"sweep {sweep.name}: {len(sweep.points)} point(s) of {sweep.chapter.stem} (profile {sweep.profile}, "
           f"{sweep.threads} thread(s) each), {len(done)} done already, {len(todo)} to run; results in {out}",
           flush=True)
+    started_at = _now()
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)
     pending: dict = {}
+    counted: set[str] = set()
     bar = None
     try:
         if todo:
@@ -767,7 +769,7 @@ def run_sweep(args, sweep: Sweep, cluster_spec: dict | None) -> int:
                 pending[fut] = p
             bar = _progress(len(todo), progress)
             for fut in as_completed(list(pending)):
-                p = pending.pop(fut)
+                p = pending[fut]
                 try:
                     rec = fut.result()
                 except Exception as exc:  # noqa: BLE001  (the worker died, or the task could not run)
@@ -783,6 +785,8 @@ def run_sweep(args, sweep: Sweep, cluster_spec: dict | None) -> int:
                         print(failures[-1], file=sys.stderr, flush=True)
                     else:
                         bar.write(failures[-1], file=sys.stderr)
+                counted.add(p.id)
+                del pending[fut]
                 bar.update(1)
     except KeyboardInterrupt:
         if executor is not None:
@@ -790,10 +794,15 @@ def run_sweep(args, sweep: Sweep, cluster_spec: dict | None) -> int:
                 executor.client.cancel(list(pending))
             except Exception:  # noqa: BLE001
                 pass
-        for p in pending.values():
+        for p in [p for p in todo if p.id not in counted]:
             folder = out / "points" / p.id
             rec = read_record(folder)
-            if rec is not None and rec.get("status") == "running" and rec.get("point") == p.id:
+            if rec is not None and rec.get("started") and is_done(folder, bases[p.id]):
+                counts["ok"] += 1  # it finished before the driver collected it
+            elif rec is not None and rec.get("status") == "failed" and rec.get("finished") and \
+                    rec.get("code_fingerprint") == fingerprint and rec.get("started", "") >= started_at:
+                counts["failed"] += 1
+            elif rec is not None and rec.get("status") == "running" and rec.get("point") == p.id:
                 started = rec.get("started")
                 rec.update(status="interrupted", error="KeyboardInterrupt: the sweep was interrupted while this "
                            "point ran", finished=_now())
@@ -802,7 +811,7 @@ def run_sweep(args, sweep: Sweep, cluster_spec: dict | None) -> int:
                                            - _dt.datetime.fromisoformat(started)).total_seconds(), 3)
                 write_json(folder / RECORD, rec)
                 counts["interrupted"] += 1
-        not_run = len(pending) - counts["interrupted"]
+        not_run = len(todo) - counts["ok"] - counts["failed"] - counts["interrupted"]
         if bar is not None:
             bar.close()
         _finish(out, sweep)
