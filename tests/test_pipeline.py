@@ -53,9 +53,10 @@ def make_project(root: Path, chapters: dict[str, str], params: dict[str, dict], 
     (root / "ci" / "params" / "ci.yaml").write_text(json.dumps(params))
     for stem, body in chapters.items():
         (root / "book" / f"{stem}.md").write_text(HEADER + textwrap.dedent(body))
-    if config:
+    if config:  # the book's configuration, with what it needs: the bibliography, the local extension
         shutil.copy2(ROOT / "_config.yml", root / "_config.yml")
         shutil.copy2(ROOT / "book" / "references.bib", root / "book" / "references.bib")
+        shutil.copy2(ROOT / "ci" / "sphinx_md_download.py", root / "ci" / "sphinx_md_download.py")
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,6 +252,10 @@ def test_good_chapter_is_executed_staged_recorded_and_built(tmp_path):
     page = tmp_path / "_build" / "html" / "book" / "01_good.html"
     text = " ".join(BeautifulSoup(page.read_text(), "html.parser").get_text(" ").split())
     assert "n_points = 5" in text and "has 5 points" in text
+    assert "--set '01_good.NAME=VALUE'" in text  # the parameters cell says how to override a value
+    md = tmp_path / "_build" / "html" / "_sources" / "book" / "01_good.md"  # the .md download
+    assert md.read_text() == (tmp_path / "book" / "01_good.md").read_text()
+    assert "_sources/book/01_good.md" in page.read_text()
     rc, out, err = run(CHECKER, "--root", tmp_path)
     assert rc == 0, out + err
 
