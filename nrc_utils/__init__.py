@@ -31,6 +31,7 @@ The book
 - ``style``          the figure style: theme, palettes, markers, log ticks.
 - ``report``         numbers rounded in the safe direction, glue, tables, stop summaries.
 - ``params``         one-line rules for chapter parameters.
+- ``records``        a build's run records, as the Reproducibility page shows them.
 - ``cache``          results keyed by a hash of their configuration and of the code.
 - ``device``         device choice, thread caps, seeding and progress bars.
 
