@@ -31,7 +31,7 @@ from torch import nn
 
 from .losses import sample_losses
 from .models import weight_layers
-from .spectral import numerical_rank, ratio, singular_values, tail_distance
+from .spectral import numerical_rank, ratio, tail_distance
 
 
 @dataclass

@@ -12,7 +12,6 @@ turned a one-character sentence ending into ``IsADirectoryError`` on a fresh clo
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import numpy as np

@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from . import losses
-from .data import Dataset
 from .models import weight_layers
 
 __all__ = ["accuracy", "smallest_sufficient_rank", "truncate", "truncate_relative", "truncation_curve"]

@@ -5,7 +5,6 @@ import math
 import sys
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -22,17 +21,6 @@ STEM = "05_deep_linear_networks"
 
 def profile(name):
     return dict(project.load_profile(ROOT, name)[STEM])
-
-
-def test_the_rules_name_every_parameter_of_the_chapter_but_profile():
-    declared = project.declared_parameters(nbformat.read(ROOT / "book" / f"{STEM}.ipynb", as_version=4))
-    assert exp.PARAMETERS.names == [k for k in declared if k != "profile"]
-    exp.PARAMETERS.check(declared)
-
-
-@pytest.mark.parametrize("name", ["ci", "paper"])
-def test_the_profiles_are_allowed(name):
-    exp.PARAMETERS.check(profile(name))
 
 
 @pytest.mark.parametrize("name, value, allowed", [

@@ -39,21 +39,6 @@ def _env(tmp_path_factory):
 # --------------------------------------------------------------------------------------
 
 
-def test_the_rules_name_every_parameter_of_the_chapter_but_profile():
-    import nbformat
-
-    declared = project.declared_parameters(nbformat.read(ROOT / "book" / f"{STEM}.ipynb", as_version=4))
-    assert ee.PARAMETERS.names == [k for k in declared if k != "profile"]
-    ee.PARAMETERS.check(declared)
-
-
-@pytest.mark.parametrize("name", ["ci", "paper"])
-def test_the_profiles_are_allowed(name):
-    values = profile(name)
-    assert set(ee.PARAMETERS.names) == set(values) - {"profile"}
-    ee.PARAMETERS.check(values)
-
-
 @pytest.mark.parametrize("name, value, allowed", [
     ("seed", -1, "an integer >= 0"),
     ("n_seeds", 0, "an integer >= 1"),

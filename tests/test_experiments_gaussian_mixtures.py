@@ -36,16 +36,6 @@ def profile(name: str) -> dict:
     return project.load_profile(ROOT, name)[STEM]
 
 
-def test_rules_name_every_parameter_of_the_chapter():
-    assert gm.PARAMETERS.stem == STEM
-    assert gm.PARAMETERS.names == list(GOOD)
-
-
-@pytest.mark.parametrize("name", ["ci", "paper"])
-def test_the_profiles_values_are_allowed(name):
-    assert gm.PARAMETERS.check(profile(name)) == profile(name)
-
-
 def test_the_chapters_defaults_are_allowed_and_make_a_spec():
     spec = gm.Spec.from_parameters({**GOOD, "profile": "ci"})
     assert (spec.L, spec.N, spec.seeds, spec.hidden) == (4, 90, [0], [1, 2, 3])

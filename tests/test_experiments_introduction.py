@@ -24,21 +24,6 @@ def profile(name):
     return dict(project.load_profile(ROOT, name)[STEM])
 
 
-def test_the_rules_name_every_parameter_of_the_chapter_but_profile():
-    import nbformat
-
-    declared = project.declared_parameters(nbformat.read(ROOT / "book" / f"{STEM}.ipynb", as_version=4))
-    assert exp.PARAMETERS.names == [k for k in declared if k != "profile"]
-    exp.PARAMETERS.check(declared)
-
-
-@pytest.mark.parametrize("name", ["ci", "paper"])
-def test_the_profiles_are_allowed_and_ruled_one_by_one(name):
-    values = profile(name)
-    assert set(exp.PARAMETERS.names) == set(values) - {"profile"}
-    exp.PARAMETERS.check(values)
-
-
 @pytest.mark.parametrize("name, value, allowed", [
     ("seed", -1, "an integer >= 0"),
     ("test_fraction", 0.0, "a finite number > 0 and < 1"),
