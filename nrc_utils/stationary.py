@@ -532,7 +532,9 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
             for m in b.ids[pending].tolist():
                 evaluations[m] += 1
             fo, gdo = b.f[pending], gd[pending]
-            ok = torch.isfinite(fp) & (fp <= fo + c1 * tp * gdo)
+            # Armijo on the difference: ``fp <= fo + c1 t g.d`` would accept fp == fo once c1 t g.d is below
+            # fo's rounding, and L-BFGS would then creep along at the float64 floor without ever stopping
+            ok = torch.isfinite(fp) & (fp - fo <= c1 * tp * gdo)
             acc = pending[ok]
             x_new[acc], f_new[acc], g_new[acc], r_new[acc] = xp[ok], fp[ok], gp[ok], rp[ok]
             ok_all[acc] = True

@@ -1,0 +1,228 @@
+"""nrc_utils.stationary: batched L-BFGS, the Newton stage and the smallest Hessian eigenvalue, on tiny networks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nrc_utils import data, gradients, stationary, train
+from nrc_utils.models import MLP
+
+D, WIDTHS, K = 6, [5, 5], 3
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Networks this small run fastest on one thread (two threads on a busy machine wait on each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def mixture(seed: int = 0, s: float = 0.5):
+    ds = data.gaussian_mixture(K, D, 10, s, seed=seed)
+    return ds.X.double(), ds.y
+
+
+def nets(seeds, widths=WIDTHS, bias=False):
+    return [MLP(D, widths, K, "tanh", bias, seed=s).double() for s in seeds]
+
+
+def problem(lams, per_member_data=False, loss="mse", bias=False, decay_bias=True, widths=WIDTHS):
+    """``(problem, theta0, X, y)`` for members with seeds 0..M-1; per-member data from different mixture seeds."""
+    M = len(lams)
+    if per_member_data:
+        pairs = [mixture(seed=m) for m in range(M)]
+        X, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    else:
+        X, y = mixture()
+    prob, theta = stationary.Problem.from_mlps(nets(range(M), widths, bias), X, y, lams, loss, decay_bias)
+    return prob, theta, X, y
+
+
+def book_residual(net, X, y, lam, loss="mse", decay_bias=True) -> float:
+    return max(gradients.stationarity_residuals(net, X, y, lam, loss, decay_bias))
+
+
+def test_evaluate_matches_autograd_and_book_residuals():
+    prob, theta, X, y = problem([0.01, 0.03], per_member_data=True, loss="ce", bias=True, decay_bias=False)
+    phi, g, L, rho = prob.evaluate(theta, X, y, prob.lams)
+    auto = torch.func.grad(lambda t: prob.phi(t, X, y, prob.lams).sum())(theta)
+    assert torch.allclose(g, auto, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(phi, prob.phi(theta, X, y, prob.lams), rtol=1e-12)
+    for m, net in enumerate(prob.mlps(theta)):
+        ref = gradients.stationarity_residuals(net, X[m], y[m], prob.lams[m].item(), "ce", decay_bias=False)
+        assert rho[m].tolist() == pytest.approx(ref, rel=1e-10)
+        L_ref, _ = train.regularised_loss(net, X[m], y[m], prob.lams[m].item(), "ce", decay_bias=False)
+        assert L[m].item() == pytest.approx(L_ref.item(), rel=1e-12)
+
+
+def test_batched_equals_one_by_one_across_lambdas_and_data():
+    lams = [0.02, 0.05, 0.1]
+    prob, theta, X, y = problem(lams, per_member_data=True)
+    alone = [stationary.Problem(D, WIDTHS, K, X[m], y[m], [lam]) for m, lam in enumerate(lams)]
+    # the first iterations: the same steps, to rounding (the members do not see one another)
+    short = stationary.lbfgs(prob, theta, tol=0.0, max_iter=25)
+    for m in range(3):
+        one = stationary.lbfgs(alone[m], theta[m:m + 1], tol=0.0, max_iter=25)
+        assert torch.allclose(short.theta[m], one.theta[0], rtol=0, atol=1e-10)
+    # to the stopping tolerance: the same stationary point (Newton settles both to 1e-12)
+    batched = stationary.lbfgs(prob, theta, tol=1e-7, max_iter=5000)
+    assert batched.stops == ["target"] * 3
+    polished = stationary.newton(prob, batched.theta, tol=1e-12, eigenvalues=False)
+    for m, lam in enumerate(lams):
+        one = stationary.lbfgs(alone[m], theta[m:m + 1], tol=1e-7, max_iter=5000)
+        assert one.stops == ["target"]
+        # later iterates drift apart by rounding (batched products sum in another order), the counts with them
+        assert abs(batched.iterations[m] - one.iterations[0]) <= max(10, one.iterations[0] // 4)
+        one_polished = stationary.newton(alone[m], one.theta, tol=1e-12, eigenvalues=False)
+        assert torch.allclose(polished.theta[m], one_polished.theta[0], rtol=0, atol=1e-9)
+        net = prob.mlps(batched.theta)[m]
+        assert book_residual(net, X[m], y[m], lam) <= 1e-7
+    # one member at a time through the queue: the same iterates
+    queued = stationary.lbfgs(prob, theta, tol=0.0, max_iter=25, max_batch=1)
+    assert torch.allclose(queued.theta, short.theta, rtol=0, atol=1e-10)
+    assert queued.batch_sizes == [1] * 75
+
+
+def test_finished_members_leave_the_batch():
+    prob, theta, _X, _y = problem([0.01, 0.03, 0.1, 0.15])
+    r = stationary.lbfgs(prob, theta, tol=1e-6, max_iter=5000)
+    assert r.stops == ["target"] * 4
+    assert len(set(r.iterations)) > 1  # they finish at different iterations
+    # a member is in the batch exactly for its own iterations, and the batch shrinks as members stop
+    assert sum(r.batch_sizes) == sum(r.iterations)
+    assert len(r.batch_sizes) == max(r.iterations)
+    assert r.batch_sizes[0] == 4 and r.batch_sizes[-1] == 1
+    assert all(a >= b for a, b in zip(r.batch_sizes, r.batch_sizes[1:]))
+    # at most max_batch at a time; a waiting member enters when one stops
+    q = stationary.lbfgs(prob, theta, tol=1e-6, max_iter=5000, max_batch=2)
+    assert max(q.batch_sizes) == 2 and sum(q.batch_sizes) == sum(q.iterations)
+    assert q.stops == ["target"] * 4
+
+
+def test_stop_reasons_per_member():
+    prob, theta, X, y = problem([0.02, 0.02, 0.02])
+    # member 0: an easy target; member 1: no target, three iterations; member 2: no target, until the
+    # line search can no longer see a decrease
+    r = stationary.lbfgs(prob, theta, tol=[1e-3, 0.0, 0.0], max_iter=[100000, 3, 100000], max_seconds=120)
+    assert r.stops == ["target", "iteration cap", "no progress"]
+    assert r.max_residuals[0] <= 1e-3 and r.iterations[1] == 3
+    assert r.max_residuals[2] < 1e-6 and r.iterations[2] < 5000  # at the floor of a line search on the loss
+    t = stationary.lbfgs(prob, theta, tol=0.0, max_iter=100000, max_seconds=0.0)
+    assert t.stops == ["time cap"] * 3 and t.iterations == [1, 1, 1]
+    assert set(r.stops) | set(t.stops) == set(train.POLISH_STOPS)
+
+
+def test_start_at_target_takes_no_iteration():
+    prob, theta, _X, _y = problem([0.02])
+    r = stationary.lbfgs(prob, theta, tol=math.inf)
+    assert r.stops == ["target"] and r.iterations == [0] and r.batch_sizes == []
+
+
+def _polished(lams, tol=1e-5, **kw):
+    prob, theta, X, y = problem(lams, **kw)
+    return prob, stationary.lbfgs(prob, theta, tol=tol, max_iter=20000), X, y
+
+
+@pytest.mark.parametrize("dense_max_params", [10**6, 0], ids=["dense", "newton-cg"])
+def test_newton_reaches_1e_12(dense_max_params):
+    prob, first, X, y = _polished([0.01, 0.05])
+    assert (first.max_residuals > 1e-8).all()  # Newton has work to do
+    nt = stationary.newton(prob, first.theta, tol=1e-12, dense_max_params=dense_max_params)
+    assert nt.stops == ["target", "target"]
+    assert nt.method == ["dense" if dense_max_params else "cg"] * 2
+    for m, net in enumerate(prob.mlps(nt.theta)):
+        assert book_residual(net, X, y, prob.lams[m].item()) <= 1e-12
+        assert nt.max_residuals[m] <= 1e-12 and nt.start_residuals[m] == pytest.approx(first.max_residuals[m].item())
+    assert (nt.min_eigenvalue > 0).all()  # these are strict local minima
+
+
+def _dense_reference_min_eigenvalue(net, X, y, lam, loss="mse"):
+    """Smallest eigenvalue of the Hessian of L_lambda by torch.autograd.functional.hessian on the MLP."""
+    params = [p.detach().clone() for p in net.parameters()]
+    shapes = [p.shape for p in params]
+    flat = torch.cat([p.reshape(-1) for p in params])
+
+    def L(v):
+        ws, off = [], 0
+        for s in shapes:
+            n = math.prod(s)
+            ws.append(v[off:off + n].reshape(s))
+            off += n
+        out = torch.func.functional_call(net, dict(zip([k for k, _ in net.named_parameters()], ws)), (X,))
+        from nrc_utils.losses import sample_losses
+        return sample_losses(out, y, loss).mean() + lam / 2 * sum((w * w).sum() for w in ws)
+
+    H = torch.autograd.functional.hessian(L, flat)
+    return torch.linalg.eigvalsh(H)[0].item()
+
+
+def test_smallest_eigenvalue_dense_and_lanczos_match_a_reference():
+    prob, first, X, y = _polished([0.01, 0.05], tol=1e-6)
+    dense = stationary.newton(prob, first.theta, tol=1e-12)
+    lanczos = stationary.newton(prob, first.theta, tol=1e-12, dense_max_params=0)
+    assert dense.eig_method == ["eigvalsh"] * 2 and lanczos.eig_method == ["lanczos"] * 2
+    for m, net in enumerate(prob.mlps(dense.theta)):
+        ref = _dense_reference_min_eigenvalue(net, X, y, prob.lams[m].item())
+        assert dense.min_eigenvalue[m].item() == pytest.approx(ref, rel=1e-8)
+        assert lanczos.min_eigenvalue[m].item() == pytest.approx(ref, rel=1e-6)
+    assert torch.allclose(dense.min_eigenvalue_scaled, dense.min_eigenvalue / prob.lams**2)
+
+
+@pytest.mark.parametrize("dense_max_params", [10**6, 0], ids=["eigvalsh", "lanczos"])
+def test_a_saddle_is_reported_with_a_negative_eigenvalue(dense_max_params):
+    """All-zero weights of a one-hidden-layer tanh net are stationary (every gradient vanishes); with the
+    square loss, L_0 = -tr(W_2 W_1 A) + O(||W||^4) + const there, A = (1/N) sum_i x_i e_{y_i}^T, so the Hessian
+    of L_lambda is lambda I + [[0, -A (x) I], [-A^T (x) I, 0]] (per hidden unit) with smallest eigenvalue
+    lambda - sigma_max(A): a saddle when lambda < sigma_max(A)."""
+    X, y = mixture()
+    A = X.T @ torch.nn.functional.one_hot(y, K).double() / X.shape[0]
+    sigma = torch.linalg.svdvals(A)[0].item()
+    lam = 0.1 * sigma
+    net = MLP(D, [4], K, "tanh", seed=0).double()
+    for p in net.parameters():
+        p.data.zero_()
+    prob, theta = stationary.Problem.from_mlps([net], X, y, [lam], "mse")
+    nt = stationary.newton(prob, theta, tol=1e-12, dense_max_params=dense_max_params)
+    assert nt.stops == ["target"] and nt.iterations == [0] and nt.max_residuals[0] == 0
+    assert nt.min_eigenvalue[0].item() == pytest.approx(lam - sigma, rel=1e-6)
+    assert nt.min_eigenvalue[0] < 0
+
+
+def test_newton_never_returns_a_worse_point_and_says_why_it_stopped():
+    prob, first, X, y = _polished([0.02, 0.05], tol=1e-6)
+    start = first.max_residuals
+    # tol 0 cannot be met: Newton stops at the float64 floor ("no progress") or the cap, at its best point
+    nt = stationary.newton(prob, first.theta, tol=0.0, max_iter=8)
+    assert set(nt.stops) <= {"no progress", "iteration cap"}
+    assert (nt.max_residuals <= start).all() and (nt.max_residuals < 1e-12).all()
+    for m, net in enumerate(prob.mlps(nt.theta)):
+        assert book_residual(net, X, y, prob.lams[m].item()) == pytest.approx(nt.max_residuals[m].item(), rel=1e-3)
+    capped = stationary.newton(prob, first.theta, tol=0.0, max_iter=0)
+    assert capped.stops == ["iteration cap"] * 2 and torch.equal(capped.theta, first.theta)
+    timed = stationary.newton(prob, first.theta, tol=0.0, max_seconds=0.0)
+    assert timed.stops == ["time cap"] * 2
+
+
+def test_polish_runs_both_stages():
+    prob, theta, X, y = problem([0.01, 0.05], per_member_data=True)
+    r = stationary.polish(prob, theta, lbfgs_tol=1e-6, tol=1e-12)
+    assert r.lbfgs.stops == ["target"] * 2 and r.stops == ["target"] * 2
+    assert (r.max_residuals <= 1e-12).all() and torch.equal(r.theta, r.newton.theta)
+
+
+def test_bad_input_is_refused():
+    X, y = mixture()
+    with pytest.raises(ValueError, match="lambda > 0"):
+        stationary.Problem(D, WIDTHS, K, X, y, [0.0])
+    with pytest.raises(ValueError, match="X must be"):
+        stationary.Problem(D, WIDTHS, K, X[None].expand(3, -1, -1), y, [0.1, 0.1])
+    prob, theta, _X, _y = problem([0.1, 0.1])
+    with pytest.raises(ValueError, match="tol must be"):
+        stationary.lbfgs(prob, theta, tol=[1e-6, 1e-6, 1e-6])
+    with pytest.raises(ValueError, match="theta0 must be"):
+        stationary.newton(prob, theta[:1])
