@@ -111,7 +111,7 @@ def test_an_absent_set_becomes_the_loaders_sentence(monkeypatch, tmp_path):
     assert list(sets.overview["data set"]) == ["Digits"]
 
 
-def test_an_unreadable_set_is_kept_apart_and_none_present_is_refused(monkeypatch):
+def test_an_unreadable_set_is_kept_apart_and_none_present_falls_back_to_digits(monkeypatch):
     corrupt = data.DataCorruptError
     real_load = data.load
 
@@ -126,8 +126,54 @@ def test_an_unreadable_set_is_kept_apart_and_none_present_is_refused(monkeypatch
     expected = "absent" if corrupt is data.DataNotFoundError else "unreadable"
     assert sets.absent.iloc[0]["kind"] == expected
     assert sets.absent.iloc[0]["reason"] == "/x/train-images-idx3-ubyte.gz is truncated; copy it again"
-    with pytest.raises(RuntimeError, match="none of the requested data sets could be read"):
-        rd.load_data_sets(["mnist"], 0.3, 100, 50, seed=0)
+    assert not sets.fallback
+    none = rd.load_data_sets(["mnist"], 0.3, 100, 50, seed=0)  # the chapter goes on, on digits, and says so
+    assert none.fallback and list(none.present) == [rd.FALLBACK] == ["digits"] and none.ref == "digits"
+    assert list(none.absent["name"]) == ["mnist"] and list(none.overview["data set"]) == ["Digits"]
+    assert none.absent.iloc[0]["hint"] == ""
+
+
+def test_every_requested_set_absent_goes_on_with_one_sentence_each(monkeypatch, tmp_path):
+    from nrc_utils.prose import real_data as prose
+
+    monkeypatch.setenv("NRC_DATA_ROOT", str(tmp_path))
+    monkeypatch.setattr(data, "SYSTEM_DATA_DIRS", ())  # as on a machine without Debian's package
+    sets = rd.load_data_sets(["fashion_mnist", "cifar10"], 0.3, 100, 50, seed=0)
+    assert sets.fallback and list(sets.present) == ["digits"]
+    assert list(sets.absent["kind"]) == ["absent", "absent"]
+    hint = sets.absent.iloc[0]["hint"]
+    assert hint == rd.INSTALL_HINTS["fashion_mnist"] and "apt-get install dataset-fashion-mnist" in hint
+    text = prose.absent_sentence(sets.absent.to_dict("records"), rd.title(rd.FALLBACK))
+    assert "\n" not in text and text.count("**") == 6  # two sets, then the fallback, each in bold
+    assert "FashionMNIST/raw" in text and str(tmp_path) in text  # where to put the files
+    assert text.endswith(prose.fallback_sentence(True, "Digits"))
+
+
+def test_digits_balance_rows_give_the_unequal_class_sizes():
+    sets = rd.load_data_sets(["digits"], 0.3, 100, 50, seed=0)
+    row = sets.balance.iloc[0]
+    assert (row["title"], row["split"], row["train_min"], row["train_max"]) == ("Digits", "per class", 122, 128)
+    assert list(sets.overview.columns[-2:]) == ["train per class", "test per class"]
+    assert sets.overview.iloc[0]["train per class"] == "122–128"
+
+
+@pytest.mark.skipif(not data.available("fashion_mnist"), reason="Fashion-MNIST is not installed here")
+def test_the_fashion_mnist_subset_of_the_ci_profile_is_class_balanced():
+    ci = _profile("ci")
+    sets = rd.load_data_sets(["fashion_mnist"], ci["test_fraction"], ci["max_train"], ci["max_test"], seed=ci["seed"])
+    tr, te = sets.present["fashion_mnist"]
+    # 6000 training and 1000 test images per class: round(max / N * n_c) of each class, equal for all
+    assert (rd.class_sizes(tr) == ci["max_train"] // 10).all() and (rd.class_sizes(te) == ci["max_test"] // 10).all()
+    assert (len(tr), len(te)) == (ci["max_train"], ci["max_test"])
+    row = sets.balance.iloc[0]
+    assert (row["split"], row["train_min"], row["train_max"], row["test_min"], row["test_max"]) == (
+        "subset", ci["max_train"] // 10, ci["max_train"] // 10, ci["max_test"] // 10, ci["max_test"] // 10)
+    assert not sets.fallback and sets.absent.empty
+
+
+def test_the_paper_profile_asks_for_every_image_of_fashion_mnist():
+    paper = _profile("paper")
+    assert "fashion_mnist" in paper["datasets"] and paper["max_train"] >= 60000 and paper["max_test"] >= 10000
 
 
 @pytest.mark.skipif(not data.available("fashion_mnist"), reason="Fashion-MNIST is not installed here")
@@ -293,3 +339,55 @@ def test_config_and_device():
     cfg = rd.sgd_config("ce", 0.05, 0.9, 64, 1500, 1e-4, 3000, 8.0)
     assert isinstance(cfg, train.TrainConfig) and cfg.record_every == 300 and cfg.validate()
     assert rd.training_device("cpu", 0) == torch.device("cpu")
+
+
+# --------------------------------------------------------------------------------------
+# One data set against another
+# --------------------------------------------------------------------------------------
+
+def _two_sets():
+    """_meas / _trunc for Digits and a second set whose hidden layers reach rank 8 at the larger lambda."""
+    m, t = _meas(), _trunc()
+    m2, t2 = m.copy(), t.copy()
+    m2["data"], t2["data"] = "Fashion-MNIST", "Fashion-MNIST"
+    m2.loc[(m2["lambda"] == 0.1) & m2["layer"].isin([2, 3]), "rank"] = 8
+    return pd.concat([m, m2], ignore_index=True), pd.concat([t, t2], ignore_index=True)
+
+
+def test_set_findings_per_data_set():
+    meas, trunc = _two_sets()
+    a = rd.set_findings(meas, trunc, "Digits", 10, 1258, 4, [0.01, 0.1])
+    b = rd.set_findings(meas, trunc, "Fashion-MNIST", 10, 200, 4, [0.01, 0.1])
+    assert (a["n_networks"], a["n_reached"], a["trend"], a["K"], a["n_train"]) == (4, 4, "falls", 10, 1258)
+    assert (a["rank_hidden_lo"], a["rank_hidden_lo_max"], a["rank_hidden_hi_min"], a["rank_hidden_hi"]) == (12, 13, 10, 11)
+    assert (b["rank_hidden_hi_min"], b["rank_hidden_hi"]) == (8, 8)
+    assert a["tail_hidden_lo"] == pytest.approx(0.1) and a["tail_hidden_hi"] == pytest.approx(0.01)
+    assert a["spearman_tail"] > 0.3 and (a["rmin_lo"], a["rmin_hi"]) == (5, 2) and a["rmin_trend"] < 0
+    assert a["accK_hi"] == 0.9 and a["full_hi"] == 0.9 and a["tcv_up"] is False and a["nc1_up"] is True
+    assert a["tcv_last_hi"] == pytest.approx(np.median([0.125, 0.135]))
+    table = rd.findings_table([a, b])
+    assert list(table["data set"]) == ["Digits", "Fashion-MNIST"]
+    assert list(table["reached target"]) == ["4 of 4", "4 of 4"]
+    assert list(table["hidden layers' rank, largest λ"]) == ["10–11", "8"]
+    assert table.iloc[0]["r needed, smallest → largest λ"] == "5 → 2"
+    assert table.iloc[0]["test accuracy, largest λ (cut to K)"] == "90.0% (90.0%)"
+
+
+def test_set_findings_without_a_network_at_the_target():
+    meas, trunc = _meas(reached=False), _trunc(reached=False)
+    f = rd.set_findings(meas, trunc, "Digits", 10, 1258, 4, [0.01, 0.1])
+    assert (f["n_networks"], f["n_reached"], f["trend"], f["tcv_up"]) == (4, 0, None, None)
+    assert math.isnan(f["spearman_tail"]) and math.isnan(f["rank_hidden_hi"]) and math.isnan(f["accK_hi"])
+    row = rd.findings_table([f]).iloc[0]
+    assert row["reached target"] == "0 of 4"
+    assert row.drop(["data set", "reached target"]).isna().all()
+
+
+def test_set_findings_trend_rises_and_flat():
+    meas, trunc = _meas(), _trunc()
+    up = meas.copy()
+    up.loc[(up["lambda"] == 0.1) & (up["layer"] == 3), "rel_tail"] = 1.0  # W_3 moves away from rank K
+    assert rd.set_findings(up, trunc, "Digits", 10, 1, 4, [0.01, 0.1])["trend"] == "rises"
+    flat = meas.copy()
+    flat.loc[flat["layer"] == 3, "rel_tail"] = 0.05  # constant in lambda: neither falls nor rises
+    assert rd.set_findings(flat, trunc, "Digits", 10, 1, 4, [0.01, 0.1])["trend"] == "flat"

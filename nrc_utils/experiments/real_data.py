@@ -52,6 +52,13 @@ STEM = "06_real_data"
 #: ``data.load(name)`` accepts without further arguments (not the synthetic Gaussian mixture).
 REAL_DATA_SETS = tuple(n for n in data.NAMES if n != "gaussian_mixture")
 TITLES = {"digits": "Digits", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+#: What else gets a data set that may be missing, beside the loader's message (which says where
+#: to copy its files).
+INSTALL_HINTS = {"fashion_mnist": "on Debian or Ubuntu, `apt-get install dataset-fashion-mnist` puts it in "
+                                  "/usr/share/datasets, where it is found"}
+#: The data set the chapter runs on when none of the requested ones can be read (shipped with
+#: scikit-learn, so always present).
+FALLBACK = "digits"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -121,12 +128,19 @@ def training_device(train_device: str, seed: int) -> torch.device:
 @dataclass
 class DataSets:
     """``present``: ``{name: (train, test)}``, flattened ``(N, d)`` float32, standardised;
-    ``absent``: one row per requested set left out (``name, title, kind, reason``; kind
-    ``"absent"`` or ``"unreadable"``); ``overview``: one row per present set."""
+    ``absent``: one row per requested set left out (``name, title, kind, reason, hint``; kind
+    ``"absent"`` or ``"unreadable"``; ``hint`` from :data:`INSTALL_HINTS` or empty);
+    ``overview``: one row per present set, with the range of its class sizes; ``balance``: one
+    row per present set (``title, split, train_min, train_max, test_min, test_max``: the smallest
+    and largest number of images of a class, ``split`` ``"per class"`` for digits and
+    ``"subset"`` for the image sets); ``fallback``: true when none of the requested sets could be
+    read and :data:`FALLBACK` is used instead."""
 
     present: dict[str, tuple[data.Dataset, data.Dataset]]
     absent: pd.DataFrame
     overview: pd.DataFrame
+    balance: pd.DataFrame = field(default_factory=pd.DataFrame)
+    fallback: bool = False
 
     @property
     def ref(self) -> str | None:
@@ -160,24 +174,42 @@ def _reason(err: BaseException) -> str:
     return " ".join(str(err).replace(str(REPO) + "/", "").split()).rstrip(".")
 
 
+def class_sizes(ds: data.Dataset) -> np.ndarray:
+    """``n_c``, the number of samples of each class ``c = 0..K-1``, ``(K,)``."""
+    return np.bincount(ds.y.cpu().numpy(), minlength=ds.K)
+
+
+def _size_range(n: np.ndarray) -> str:
+    return f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+
+
 def load_data_sets(names: Sequence[str], test_fraction: float, max_train: int, max_test: int,
                    seed: int) -> DataSets:
     """:func:`prepare` every data set of ``names`` that can be read; the others become rows of
-    ``absent`` with the loader's message (which says which files to put where). Raises a one-line
-    ``RuntimeError`` when none can be read."""
+    ``absent`` with the loader's message (which says which files to put where). When none can be
+    read, the chapter goes on with :data:`FALLBACK` (``fallback=True``), so that it still runs and
+    says what is missing."""
     present, absent = {}, []
     for name in names:
         try:
             present[name] = prepare(name, test_fraction, max_train, max_test, seed)
         except data.DataError as err:
             kind = "absent" if isinstance(err, data.DataNotFoundError) else "unreadable"
-            absent.append({"name": name, "title": title(name), "kind": kind, "reason": _reason(err)})
-    if not present:
-        raise RuntimeError("none of the requested data sets could be read (" + "; ".join(a["reason"] for a in absent)
-                           + "); add 'digits' (always available) to `datasets`")
-    overview = pd.DataFrame([{"data set": title(n), "d (inputs)": tr.d, "K": tr.K, "N train": len(tr),
-                              "N test": len(te)} for n, (tr, te) in present.items()])
-    return DataSets(present, pd.DataFrame(absent, columns=["name", "title", "kind", "reason"]), overview)
+            absent.append({"name": name, "title": title(name), "kind": kind, "reason": _reason(err),
+                           "hint": INSTALL_HINTS.get(name, "")})
+    fallback = not present
+    if fallback:
+        present[FALLBACK] = prepare(FALLBACK, test_fraction, max_train, max_test, seed)
+    rows, balance = [], []
+    for n, (tr, te) in present.items():
+        n_tr, n_te = class_sizes(tr), class_sizes(te)
+        rows.append({"data set": title(n), "d (inputs)": tr.d, "K": tr.K, "N train": len(tr), "N test": len(te),
+                     "train per class": _size_range(n_tr), "test per class": _size_range(n_te)})
+        balance.append({"title": title(n), "split": "per class" if n == "digits" else "subset",
+                        "train_min": int(n_tr.min()), "train_max": int(n_tr.max()),
+                        "test_min": int(n_te.min()), "test_max": int(n_te.max())})
+    return DataSets(present, pd.DataFrame(absent, columns=["name", "title", "kind", "reason", "hint"]),
+                    pd.DataFrame(rows), pd.DataFrame(balance), fallback)
 
 
 # --------------------------------------------------------------------------------------
@@ -240,12 +272,19 @@ def train_networks(sets: DataSets, widths: Sequence[int], activation: str, lambd
 # Measures per layer
 # --------------------------------------------------------------------------------------
 
-def network_layers(model: torch.nn.Module, train_set: data.Dataset, test_set: data.Dataset, rank_rtol: float
-                   ) -> pd.DataFrame:
+def input_stats(train_set: data.Dataset) -> collapse.CollapseStats:
+    """:func:`nrc_utils.collapse.collapse_stats` of the inputs ``h_0`` of ``train_set`` (float64):
+    the same for every network of a data set, so :func:`layer_measures` computes it once."""
+    return collapse.collapse_stats(train_set.X.double().flatten(1), train_set.y, train_set.K)
+
+
+def network_layers(model: torch.nn.Module, train_set: data.Dataset, test_set: data.Dataset, rank_rtol: float,
+                   inputs: collapse.CollapseStats | None = None) -> pd.DataFrame:
     """One row per layer ``l = 1..L`` of ``model``: ``shape``, ``rank`` (``r_eps(W_l)``,
     ``eps = rank_rtol``), ``rel_tail`` (``dist_F(W_l, M_K)/||W_l||_F``), ``tcv2n`` and ``nc1`` of
-    the training features ``h_{l-1}`` (``h_0`` the inputs; sample-weighted class covariances),
-    and the network's ``test_acc``."""
+    the training features ``h_{l-1}`` (``h_0`` the inputs, whose statistics may be passed as
+    ``inputs`` = :func:`input_stats`; sample-weighted class covariances), and the network's
+    ``test_acc``."""
     dtype = next(model.parameters()).dtype
     with torch.no_grad():
         hs, _ = model.features(train_set.X.to(dtype))
@@ -253,7 +292,7 @@ def network_layers(model: torch.nn.Module, train_set: data.Dataset, test_set: da
     K, rows = train_set.K, []
     for l, W in enumerate(models.weight_matrices(model), start=1):
         sv = spectral.singular_values(W.detach())
-        st = collapse.collapse_stats(hs[l - 1], train_set.y, K)
+        st = inputs if l == 1 and inputs is not None else collapse.collapse_stats(hs[l - 1], train_set.y, K)
         rows.append({"layer": l, "shape": "×".join(map(str, W.shape)), "rank": spectral.numerical_rank(sv, rank_rtol),
                      "rel_tail": spectral.tail_distance(sv, K) / np.sqrt(np.sum(sv**2)),
                      "tcv2n": st.tcv2_normalised, "nc1": st.nc1, "test_acc": acc})
@@ -263,10 +302,12 @@ def network_layers(model: torch.nn.Module, train_set: data.Dataset, test_set: da
 def layer_measures(sets: DataSets, training: Training, rank_rtol: float) -> pd.DataFrame:
     """:func:`network_layers` of every network, with ``data, stage, lambda, seed`` and the
     network's residuals: ``rho`` (of the layer), ``max_rho``, ``reached``."""
-    frames = []
+    frames, inputs = [], {}
     for key, r in training.results.items():
         name, stage, lam, sd = key
-        f = network_layers(r.model, *sets.present[name], rank_rtol)
+        if name not in inputs:
+            inputs[name] = input_stats(sets.present[name][0])
+        f = network_layers(r.model, *sets.present[name], rank_rtol, inputs[name])
         f.insert(0, "data", title(name))
         f.insert(1, "stage", stage)
         f.insert(2, "lambda", lam)
@@ -479,8 +520,76 @@ def polish_comparison(meas: pd.DataFrame, ref_title: str, hidden: Sequence[int])
     return PolishComparison(both, numbers)
 
 
-__all__ = ["DataSets", "LayerSummary", "PARAMETERS", "PolishComparison", "REAL_DATA_SETS", "RankTCV",
-           "STEM", "TITLES", "Training", "check_relations", "hidden_layers", "lambda_trend", "layer_measures",
-           "layer_summary", "load_data_sets", "network_layers", "polish_comparison", "prepare",
+# --------------------------------------------------------------------------------------
+# One data set against another
+# --------------------------------------------------------------------------------------
+
+def set_findings(meas: pd.DataFrame, trunc: pd.DataFrame, data_title: str, K: int, n_train: int, L: int,
+                 lambdas: Sequence[float]) -> dict[str, Any]:
+    """What the polished networks of one data set show, as plain numbers for
+    :func:`nrc_utils.prose.real_data.contrast` (the networks that reached the target only; NaN
+    and None where none did). Keys: ``data, K, n_networks`` (polished networks of the set),
+    ``n_reached``, ``lam_lo, lam_hi``; ``trend`` (``"falls"`` when the distance to rank ``K`` of
+    every hidden layer has a negative Spearman correlation with lambda, ``"rises"`` when one has a
+    positive one, else ``"flat"``; None without networks); ``rank_hidden_hi`` (largest numerical
+    rank of a hidden layer at ``lam_hi``) with ``rank_hidden_hi_min`` and, at ``lam_lo``,
+    ``rank_hidden_lo, rank_hidden_lo_max`` (smallest, largest);
+    ``tail_hidden_lo, tail_hidden_hi`` (median distance to rank ``K`` of the hidden layers);
+    ``spearman_tail`` (normalised TCV_2 of the inputs against the distance to rank ``K``, this set's
+    layers with more than ``K`` rows, all lambdas); ``rmin_lo, rmin_hi, rmin_trend``,
+    ``accK_hi, full_hi`` (:func:`truncation_summary`); ``acc_lo, acc_hi`` (median test accuracy);
+    ``tcv_pixels``, ``tcv_last_hi`` (normalised TCV_2 of the pixels, of the last layer's inputs at
+    ``lam_hi``); ``tcv_up, nc1_up`` (:class:`LayerSummary`); ``n_train`` (training images)."""
+    s = layer_summary(meas, data_title, L, lambdas)
+    pol = meas[(meas["stage"] == "polished") & (meas["data"] == data_title)]
+    pts = pol[pol["reached"] & (pol["rel_tail"] > 0)]
+    cut = truncation_summary(trunc, data_title, K, s.lam_lo, s.lam_hi)
+    n = s.numbers
+    if s.n_networks == 0:
+        trend = None
+    elif s.hidden and len(s.falling) == len(s.hidden):
+        trend = "falls"
+    else:
+        trend = "rises" if s.rising else "flat"
+    return {"data": data_title, "K": int(K), "n_networks": int(pol.groupby(["lambda", "seed"]).ngroups),
+            "n_reached": s.n_networks, "lam_lo": s.lam_lo, "lam_hi": s.lam_hi, "trend": trend,
+            "rank_hidden_lo": n["dig_rank_hidden_lo"], "rank_hidden_lo_max": n["dig_rank_hidden_lo_max"],
+            "rank_hidden_hi": n["dig_rank_hidden_hi"],
+            "rank_hidden_hi_min": n["dig_rank_hidden_hi_min"], "tail_hidden_lo": n["dig_tail_hidden_lo"],
+            "tail_hidden_hi": n["dig_tail_hidden_hi"], "spearman_tail": spearman(pts["tcv2n"], pts["rel_tail"]),
+            "rmin_lo": cut["trunc_rmin_lo"], "rmin_hi": cut["trunc_rmin_hi"], "rmin_trend": cut["rmin_trend"],
+            "accK_hi": cut["trunc_accK_hi"], "full_hi": cut["trunc_full_hi"], "acc_lo": n["dig_acc_lo"],
+            "acc_hi": n["dig_acc_hi"], "tcv_pixels": n["tcv_pixels"], "tcv_last_hi": n["dig_tcv_last_hi"],
+            "tcv_up": s.tcv_up, "nc1_up": s.nc1_up, "n_train": int(n_train)}
+
+
+def findings_table(findings: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per data set of :func:`set_findings`, the columns the chapter shows (medians over
+    the networks that reached the target; empty where none did)."""
+    def span(lo, hi):
+        if pd.isna(lo) or pd.isna(hi):
+            return None
+        return f"{int(lo)}" if lo == hi else f"{int(lo)}–{int(hi)}"
+
+    rows = []
+    for f in findings:
+        rows.append({"data set": f["data"], "reached target": f"{f['n_reached']} of {f['n_networks']}",
+                     "hidden layers' rank, smallest λ": span(f["rank_hidden_lo"], f["rank_hidden_lo_max"]),
+                     "hidden layers' rank, largest λ": span(f["rank_hidden_hi_min"], f["rank_hidden_hi"]),
+                     "distance to rank K, smallest → largest λ":
+                         None if pd.isna(f["tail_hidden_lo"]) else f"{f['tail_hidden_lo']:.1e} → {f['tail_hidden_hi']:.1e}",
+                     "Spearman(TCV₂, distance)": None if pd.isna(f["spearman_tail"]) else round(f["spearman_tail"], 2),
+                     "r needed, smallest → largest λ":
+                         None if pd.isna(f["rmin_lo"]) or pd.isna(f["rmin_hi"]) else f"{f['rmin_lo']:.0f} → {f['rmin_hi']:.0f}",
+                     "test accuracy, largest λ (cut to K)":
+                         None if pd.isna(f["full_hi"]) else f"{f['full_hi']:.1%} ({f['accK_hi']:.1%})",
+                     "TCV₂ of the pixels": None if pd.isna(f["tcv_pixels"]) else round(f["tcv_pixels"], 2)})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["DataSets", "FALLBACK", "INSTALL_HINTS", "LayerSummary", "PARAMETERS", "PolishComparison",
+           "REAL_DATA_SETS", "RankTCV", "STEM", "TITLES", "Training", "check_relations", "class_sizes",
+           "findings_table", "hidden_layers", "input_stats", "lambda_trend", "layer_measures", "layer_summary",
+           "load_data_sets", "network_layers", "polish_comparison", "prepare", "set_findings",
            "rank_tcv_correlation", "sgd_config", "spearman", "title", "train_networks",
            "training_device", "truncation_summary", "truncation_table"]
