@@ -105,10 +105,22 @@ def write_grid(path: Path, text: str) -> Path:
     return path
 
 
-def cli(*args, timeout=300, env=None):
+# The code fingerprint (nrc_utils.cache.code_fingerprint) changes whenever a module of nrc_utils is
+# edited, and others edit this checkout while the tests run: the tests that compare two runs pin it
+# (the unit test of is_done checks that another fingerprint is re-run).
+PINNED = ("import sys; import nrc_utils.cache as c; c.code_fingerprint = lambda *a, **k: 'pinned-for-tests'; "
+          "from nrc_utils.sweep import main; sys.exit(main(sys.argv[1:]))")
+
+
+def command(*args, pinned=True):
+    start = ["-c", PINNED] if pinned else ["-m", "nrc_utils.sweep"]
+    return [sys.executable, *start, *map(str, args)]
+
+
+def cli(*args, timeout=300, env=None, pinned=True):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NRC_PROGRESS": "0", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "nrc_utils.sweep", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=ROOT)
+    proc = subprocess.run(command(*args, pinned=pinned), capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=ROOT)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -204,7 +216,7 @@ def test_malformed_grid_is_refused_in_one_line(toy, capsys, text, problem):
 
 def test_refusal_is_exit_status_2_without_traceback(toy):
     grid = write_grid(toy / "bad.yaml", "chapter: 01_toy\naxes: {lr: [0.1]}\n")
-    rc, out, err = cli(grid, "--root", toy)
+    rc, out, err = cli(grid, "--root", toy, pinned=False)
     assert rc == 2 and "Traceback" not in out + err
     assert err.strip() == ("error: " + str(grid) + ": axis 'lr': 01_toy has no parameter 'lr'; "
                            "its parameters: lam, seed, items, fail, gate")
@@ -308,7 +320,7 @@ def test_is_done_needs_a_complete_matching_record(tmp_path):
 def test_two_point_sweep_on_a_local_cluster(toy):
     grid = write_grid(toy / "two.yaml", "chapter: 01_toy\naxes:\n  seed: [1, 2]\n")
     out = toy / "out"
-    rc, stdout, err = cli(grid, "--root", toy, "--out", out, "--workers", "2", "--progress")
+    rc, stdout, err = cli(grid, "--root", toy, "--out", out, "--workers", "2", "--progress", pinned=False)
     assert rc == 0, stdout + err
     assert stdout.strip().splitlines()[-1].startswith("sweep two: 2 succeeded, 0 failed, 0 skipped")
     assert "points" in err and "2/2" in err  # the progress bar, on stderr
@@ -318,6 +330,7 @@ def test_two_point_sweep_on_a_local_cluster(toy):
     for r in recs:
         assert r["status"] == "ok" and r["error"] is None and r["wall_s"] > 0 and r["device"] == "cpu"
         assert r["threads"] == 1 and r["results"]["threads"] == 1  # the kernel ran with its cap
+        assert len(r["code_fingerprint"]) == 64 and len(r["source_sha256"]) == 64
         assert r["parameters"] == {"profile": "ci", **TOY_PARAMS, "seed": r["axes"]["seed"]}
         assert set(r["results"]) == {"x", "n", "flag", "half", "threads", "slurm_job"}  # numbers only, not the sentence
         assert r["results"]["half"] == 0.05 and r["results"]["n"] == 3 * r["axes"]["seed"] + 1
@@ -388,8 +401,7 @@ def test_an_interrupted_sweep_keeps_finished_points_and_resumes(toy):
         """)
     out = toy / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NRC_PROGRESS": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "nrc_utils.sweep", str(grid), "--root", str(toy),
-                             "--out", str(out), "--workers", "1"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(command(grid, "--root", toy, "--out", out, "--workers", "1"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     sw = sweep.load_grid(grid, toy)
     first, second, held = (out / "points" / p.id / "record.json" for p in sw.points)
@@ -438,6 +450,27 @@ def test_a_changed_chapter_reruns_its_points(toy):
     src.write_text(src.read_text().replace("# Toy", "# Toy, edited"))
     rc, stdout, _ = cli(grid, "--root", toy, "--out", out, "--workers", "1")
     assert rc == 0 and stdout.strip().splitlines()[-1].startswith("sweep c: 1 succeeded, 0 failed, 0 skipped")
+
+
+@pytest.mark.slow
+def test_a_refused_job_submission_is_one_line_not_a_hang(toy):
+    """A fake ``sbatch`` that refuses every job: the sweep says so in one line (exit status 1)
+    instead of waiting for workers that never come."""
+    pytest.importorskip("dask_jobqueue")
+    bin_dir = toy / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sbatch"
+    fake.write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid partition name "
+                    "specified' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    cluster = write_grid(toy / "c.yaml", "class: SLURMCluster\noptions: {cores: 1, memory: 1GB, queue: nope}\n")
+    grid = write_grid(toy / "g.yaml", "chapter: 01_toy\naxes:\n  seed: [0]\n")
+    rc, stdout, err = cli(grid, "--root", toy, "--out", toy / "out", "--cluster", cluster, timeout=120,
+                          env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert rc == 1, stdout + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the executor did not start (dask_jobqueue.SLURMCluster")
+    assert "Invalid partition name specified" in lines[0] and "Traceback" not in stdout + err
 
 
 # --------------------------------------------------------------------------------------------

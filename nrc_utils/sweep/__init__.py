@@ -676,33 +676,61 @@ def load_cluster_spec(path) -> dict:
     return {"path": path, "class": found, "name": f"{module}.{name}", "options": dict(options), "workers": workers}
 
 
+def _scale_now(cluster, n: int) -> None:
+    """Ask ``cluster`` for ``n`` workers and submit their jobs before returning, so that a refused
+    submission (``sbatch: error: ...``) is raised here, not logged while the sweep waits for workers
+    that never come. ``SpecCluster.scale`` itself only schedules the submission; this does what it
+    does (one job per ``processes`` workers for dask-jobqueue) and waits for it."""
+    spec = getattr(cluster, "worker_spec", None)
+    if not (isinstance(spec, dict) and hasattr(cluster, "new_worker_spec") and hasattr(cluster, "_correct_state")):
+        cluster.scale(n)  # not a SpecCluster: its own way
+        return
+    dummy = getattr(cluster, "_dummy_job", None)
+    jobs = math.ceil(n / getattr(dummy, "worker_processes", 1) or 1) if dummy is not None else n
+    while len(spec) < jobs:
+        spec.update(cluster.new_worker_spec())
+    cluster.sync(cluster._correct_state)
+
+
 class _Executor:
     """A Dask client on a LocalCluster, a dask-jobqueue cluster or a running scheduler."""
 
     def __init__(self, args, sweep: Sweep, cluster_spec: dict | None):
+        self.cluster = self.client = None
+        try:
+            self._start(args, sweep, cluster_spec)
+        except Exception as exc:  # noqa: BLE001  (any failure to start is one line)
+            self.close()
+            if isinstance(exc, _project().ProjectError):
+                raise
+            what = " ".join(f"{type(exc).__name__}: {exc}".split())
+            raise _project().ProjectError(f"the executor did not start ({self.describe}): "
+                                          f"{what[:600]}", code=1) from None
+
+    def _start(self, args, sweep: Sweep, cluster_spec: dict | None):
         from distributed import Client, LocalCluster
 
-        self.cluster = None
         env = thread_environment(sweep.threads)
         if args.scheduler:
-            self.client = Client(args.scheduler, timeout="30s")
             self.describe = f"scheduler {args.scheduler}"
+            self.client = Client(args.scheduler, timeout="30s")
         elif cluster_spec is not None:
+            n = args.workers or cluster_spec["workers"]
+            self.describe = f"{cluster_spec['name']}, {n} worker(s) asked for"
             try:
                 self.cluster = cluster_spec["class"](**cluster_spec["options"])
             except TypeError as exc:
                 raise _refuse(f"{cluster_spec['path']}: {cluster_spec['name']}: {exc}") from None
-            n = args.workers or cluster_spec["workers"]
-            self.cluster.scale(n)
+            _scale_now(self.cluster, n)
             self.client = Client(self.cluster)
-            self.describe = f"{cluster_spec['name']}, {n} worker(s) asked for"
         else:
             cores = os.cpu_count() or 1
             n = args.workers or max(1, cores // sweep.threads)
-            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
-                                        silence_logs=logging.CRITICAL, memory_limit=0, env=env)
-            self.client = Client(self.cluster)
             self.describe = f"LocalCluster, {n} worker(s)"
+            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                        dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
+                                        memory_limit=0, env=env)
+            self.client = Client(self.cluster)
 
     def close(self):
         for thing in (self.client, self.cluster):
@@ -877,6 +905,8 @@ def main(argv=None) -> int:
         spec = load_cluster_spec(args.cluster) if args.cluster else None
         for name in ("distributed", "tornado", "asyncio", "papermill", "traitlets"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # a failed job submission is reported by the sweep itself, in one line
+        logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
         return run_sweep(args, sweep, spec)
     except project.ProjectError as exc:
         print(f"error: {exc}", file=sys.stderr)
