@@ -53,8 +53,8 @@ def fallback_sentence(fallback: bool, fallback_title: str = "Digits") -> str:
     if not fallback:
         return ""
     return (f"**None of the requested data sets could be read, so this build runs the chapter on "
-            f"{fallback_title} instead** (shipped with scikit-learn, always present); every number below is "
-            f"{fallback_title}'s.")
+            f"{fallback_title} instead** (shipped with scikit-learn, always present): every number below is "
+            f"measured on {fallback_title}.")
 
 
 def balance_sentence(rows: Sequence[Mapping[str, object]]) -> str:
