@@ -862,8 +862,14 @@ def run_sweep(args, sweep: Sweep, cluster_spec: dict | None) -> int:
 
 
 def _finish(out: Path, sweep: Sweep) -> Path:
-    records = [read_record(out / "points" / p.id) for p in sweep.points]
-    return write_table(out, [r for r in records if r is not None])
+    """The results table of this grid's points (a point reused from another grid of the same
+    folder gets this grid's index and axes in its row)."""
+    rows = []
+    for p in sweep.points:
+        rec = read_record(out / "points" / p.id)
+        if rec is not None:
+            rows.append({**rec, "index": p.index, "axes": p.axes})
+    return write_table(out, rows)
 
 
 # --------------------------------------------------------------------------------------------
