@@ -42,6 +42,7 @@ $(STAMP): pyproject.toml | system-data
 #   dataset-fashion-mnist  Fashion-MNIST in /usr/share/datasets/fashion-mnist, which nrc_utils.data
 #                          searches after the user's data root (never fails the build: chapter 6
 #                          says which data sets are absent)
+#   slurm-wlm, munge       a single-node SLURM that tests/test_sweep.py starts for one SLURMCluster sweep
 #   chromium               the real browser of ci/check_browser.py and tests/test_browser.py (never
 #                          a browser download: playwright only drives Debian's chromium)
 APT_GET := DEBIAN_FRONTEND=noninteractive timeout 300 apt-get -qq -o Acquire::Retries=1 -o Acquire::http::Timeout=30
@@ -59,20 +60,24 @@ else echo "$(2)"; fi
 endef
 FASHION_HOWTO := Fashion-MNIST not installed: run apt-get install dataset-fashion-mnist as root, or copy the four \
   *-ubyte.gz files to data/FashionMNIST/raw, or call nrc_utils.data.fashion_mnist(download=True)
+SLURM_HOWTO := no single-node SLURM: tests/test_sweep.py skips its SLURMCluster test (apt-get install slurm-wlm munge as root)
 BROWSER_HOWTO := no Chromium for the browser check: run apt-get install chromium chromium-driver as root \
   (Debian/Ubuntu), or pass ci/check_browser.py --browser PATH
 
-.PHONY: system-data browser
+.PHONY: system-data browser slurm
 system-data:
 	@$(call apt_install,dataset-fashion-mnist,$(FASHION_HOWTO))
 
 browser:
 	@$(call apt_install,chromium chromium-driver,$(BROWSER_HOWTO))
 
+slurm:
+	@$(call apt_install,slurm-wlm munge,$(SLURM_HOWTO))
+
 book: $(STAMP)
 	$(PY) ci/build_book.py --profile $(PROFILE) $(BOOK_ARGS)
 
-unit: $(STAMP) browser
+unit: $(STAMP) browser slurm
 	$(PY) -m pytest -q
 
 test: unit
@@ -80,6 +85,13 @@ test: unit
 	$(PY) ci/check_html.py
 	$(PY) ci/check_links.py
 	$(PY) ci/check_browser.py
+
+# A parameter sweep of one chapter on Dask (see README.md, "Sweeps")
+GRID ?= ci/sweeps/example.yaml
+SWEEP_ARGS ?=
+.PHONY: sweep
+sweep: $(STAMP)
+	$(PY) -m nrc_utils.sweep $(GRID) $(SWEEP_ARGS)
 
 sync: $(STAMP)
 	$(VENV)/bin/jupytext --sync book/*.md
