@@ -421,6 +421,9 @@ def run(args) -> int:
     os.environ.update(kernel_environment(profile_name))
     logging.getLogger("papermill").setLevel(logging.ERROR)
     logging.getLogger("traitlets").setLevel(logging.ERROR)
+    # the kernel client's zmq streams may log a traceback when a kernel is shut down after a failed
+    # cell; the failure itself is reported in one line
+    logging.getLogger("tornado").setLevel(logging.CRITICAL)
     import nbformat
 
     # The stage is never emptied: a chapter's staged notebook is replaced only by a successful

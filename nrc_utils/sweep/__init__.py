@@ -481,6 +481,9 @@ def run_point(task: dict) -> dict:
 
     for name in ("papermill", "traitlets", "nbclient", "asyncio"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # the kernel client's zmq streams log a traceback ("Socket operation on non-socket") when a
+    # kernel is shut down after a failed cell; the point's failure is reported by its record
+    logging.getLogger("tornado").setLevel(logging.CRITICAL)
     threads = task["record"]["threads"]
     os.environ.update(thread_environment(threads))
     if "torch" in sys.modules:  # the worker's own torch, if anything imported it
