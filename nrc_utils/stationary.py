@@ -37,11 +37,15 @@ Two stages, both batched over members, and a spectral check:
    (``torch.func``: forward-over-reverse products with the basis vectors) when ``P`` is at most
    ``dense_max_params``, and conjugate gradients on Hessian-vector products otherwise (Newton-CG,
    forcing term ``min(0.1, sqrt(residual))``; negative curvature met by CG ends it, the step
-   so far is used, the gradient direction if it was the first). A step is accepted only when it
-   lowers the residual (tried at ``t = 1, 1/2, 1/4, ...``); a member whose residual no step lowers
-   keeps its point and stops with ``"no progress"``. Newton converges to the stationary point
-   near the start whatever its index (minimum or saddle), which is what stationarity asks; the
-   Hessian's spectrum then says which it is.
+   so far is used, the gradient direction if it was the first). The guard: a full step is taken
+   when it lowers the residual, or, counted in ``NewtonResult.raised``, when it raises it by less
+   than a bounded factor (a few times in a row at most: with Hessian eigenvalues over seven decades
+   the first full step can overshoot and the next ones still converge quadratically); otherwise
+   ``t = 1/2, 1/4, ...`` until the residual is lower. A member that no step helps, or whose best
+   residual stops improving, stops with ``"no progress"``, and every member that did not reach its
+   target returns its best point. Newton converges to the stationary point near the start whatever
+   its index (minimum or saddle), which is what stationarity asks; the Hessian's spectrum then says
+   which it is.
 3. The smallest eigenvalue of the Hessian of ``L_lambda`` at every polished point
    (``torch.linalg.eigvalsh`` of the dense Hessian; Lanczos, ``scipy.sparse.linalg.eigsh`` on a
    ``LinearOperator`` of Hessian-vector products, beyond ``dense_max_params``): positive means a
@@ -451,9 +455,11 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
     stops: list[str | None] = [None] * M
     iterations, evaluations, seconds = [0] * M, [0] * M, [0.0] * M
     batch_sizes: list[int] = []
-    names = ["ids", "x", "f", "g", "res", "Z", "SY", "YY", "stamp", "count", "gamma", "steep", "lam"]
+    names = ["ids", "x", "f", "g", "res", "Z", "SY", "YY", "stamp", "count", "gamma", "steep", "lam", "iters", "evals",
+             "entered"]
     b = _Batch(names if problem.shared else names + ["Xb", "yb"])
-    started: dict[int, float] = {}
+    caps, tols = caps.to(dev), tols.to(dev)
+    clock0 = time.perf_counter()
     queue = list(range(M))
 
     def data_of(sel: torch.Tensor | None = None):
@@ -464,13 +470,14 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
         return b.Xb[sel], b.yb[sel], b.lam[sel]
 
     def finish(local: torch.Tensor, reason: str) -> None:
+        now = time.perf_counter() - clock0
         for j in local.tolist():
             m = int(b.ids[j])
             stops[m] = reason
-            seconds[m] = time.perf_counter() - started[m]
-            out_theta[m] = b.x[j]
-            out_res[m] = b.res[j]
-            out_loss[m] = b.f[j] * b.lam[j] ** 2
+            seconds[m] = now - float(b.entered[j])
+            iterations[m], evaluations[m] = int(b.iters[j]), int(b.evals[j])
+        rows = b.ids[local]
+        out_theta[rows], out_res[rows], out_loss[rows] = b.x[local], b.res[local], b.f[local] * b.lam[local] ** 2
 
     def admit() -> None:
         n = min(max_batch - (0 if b.ids is None else len(b.ids)), len(queue))
@@ -481,10 +488,6 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
         x = out_theta[ids].clone()
         X, y, lam = problem.data(ids)
         f, g, _L, rho = problem.evaluate(x, X, y, lam)
-        now = time.perf_counter()
-        for m in ids.tolist():
-            started[m] = now
-            evaluations[m] += 1
         if not torch.isfinite(f).all():
             bad = ids[~torch.isfinite(f)].tolist()
             raise DivergenceError(f"L_lambda is not finite at the start of members {bad}; check their weights")
@@ -493,7 +496,9 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
                "SY": torch.zeros(n, h, h, dtype=torch.float64, device=dev), "YY": torch.zeros(n, h, h, dtype=torch.float64, device=dev),
                "stamp": torch.full((n, h), -1, dtype=torch.long, device=dev), "count": torch.zeros(n, dtype=torch.long, device=dev),
                "gamma": torch.ones(n, dtype=torch.float64, device=dev), "steep": torch.zeros(n, dtype=torch.bool, device=dev),
-               "lam": lam}
+               "lam": lam, "iters": torch.zeros(n, dtype=torch.long, device=dev),
+               "evals": torch.ones(n, dtype=torch.long, device=dev),
+               "entered": torch.full((n,), time.perf_counter() - clock0, dtype=torch.float64, device=dev)}
         if not problem.shared:
             new["Xb"], new["yb"] = X, y
         b.extend(new)
@@ -522,19 +527,24 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
         no_pairs = ~has | bad
         t = torch.where(no_pairs, (1.0 / b.g.abs().sum(1)).clamp(max=1.0), torch.ones_like(gd))
         # ---- backtracking Armijo line search, per member
-        x_new, f_new, g_new, r_new = b.x.clone(), b.f.clone(), b.g.clone(), b.res.clone()
+        x_new = f_new = g_new = r_new = None
         ok_all = torch.zeros(n, dtype=torch.bool, device=dev)
         pending = ar
-        for _ in range(max_ls):
+        for trial in range(max_ls):
             tp = t[pending]
             xp = b.x[pending] + tp[:, None] * d[pending]
             fp, gp, _L, rp = problem.evaluate(xp, *data_of(pending))
-            for m in b.ids[pending].tolist():
-                evaluations[m] += 1
+            b.evals[pending] += 1
             fo, gdo = b.f[pending], gd[pending]
             # Armijo on the difference: ``fp <= fo + c1 t g.d`` would accept fp == fo once c1 t g.d is below
             # fo's rounding, and L-BFGS would then creep along at the float64 floor without ever stopping
             ok = torch.isfinite(fp) & (fp - fo <= c1 * tp * gdo)
+            if trial == 0 and bool(ok.all()):  # the usual case: every member takes its first step
+                x_new, f_new, g_new, r_new = xp, fp, gp, rp
+                ok_all[:] = True
+                break
+            if x_new is None:
+                x_new, f_new, g_new, r_new = b.x.clone(), b.f.clone(), b.g.clone(), b.res.clone()
             acc = pending[ok]
             x_new[acc], f_new[acc], g_new[acc], r_new[acc] = xp[ok], fp[ok], gp[ok], rp[ok]
             ok_all[acc] = True
@@ -567,8 +577,7 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
             b.SY[k], b.YY[k] = SY, YY
             b.gamma[k] = ys[k] / (yv[k] * yv[k]).sum(1)
         b.x, b.f, b.g, b.res = x_new, f_new, g_new, r_new
-        for m in b.ids.tolist():
-            iterations[m] += 1
+        b.iters += 1
         # ---- failures: drop the history and retry along -g once; a second failure is "no progress"
         failed = ~ok_all
         stalled = failed & (use_steep | bad)
@@ -583,11 +592,9 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
             b.gamma[drop] = 1.0
         b.steep = retry
         # ---- stops
-        now = time.perf_counter()
-        ids = b.ids.tolist()
         reached = b.res.max(1).values <= tols[b.ids]
-        timed = torch.tensor([now - started[m] > max_seconds for m in ids], dtype=torch.bool, device=dev)
-        capped = torch.tensor([iterations[m] >= int(caps[m]) for m in ids], dtype=torch.bool, device=dev)
+        timed = (time.perf_counter() - clock0) - b.entered > max_seconds
+        capped = b.iters >= caps[b.ids]
         stop = torch.zeros(n, dtype=torch.bool, device=dev)
         for mask, reason in ((reached, "target"), (stalled, "no progress"), (timed, "time cap"), (capped, "iteration cap")):
             this = mask & ~stop
