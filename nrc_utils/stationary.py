@@ -339,7 +339,8 @@ class NewtonResult:
     ``"eigvalsh"`` or ``"lanczos"`` per member; ``backtracked``: steps shortened because neither the
     full step lowered the residual nor could it be taken as a raise; ``raised``: full steps taken although
     they raised the residual (the returned point is the best one seen, never one of those);
-    ``negative_curvature``: Newton-CG solves that met negative curvature; ``seconds`` per member;
+    ``negative_curvature``: Newton-CG solves that met negative curvature; ``seconds`` per member
+    (the Newton steps of its chunk; the eigenvalue not included);
     ``lams`` the members' lambdas.
     """
 
@@ -670,10 +671,33 @@ def lanczos_min_eigenvalue(problem: Problem, theta: torch.Tensor, m: int, tol: f
     return float(vals.min())
 
 
+def min_eigenvalues(problem: Problem, theta: torch.Tensor, dense_max_params: int = 1000,
+                    memory_bytes: int = 2**29, lanczos_tol: float = 1e-10) -> torch.Tensor:
+    """The smallest eigenvalue of the Hessian of ``L_lambda`` of every member at ``theta`` ``(M, P)``, ``(M,)``.
+
+    ``lambda_m^2`` times that of ``L_lambda / lambda^2``: ``torch.linalg.eigvalsh`` of the dense
+    Hessians (:meth:`Problem.hessians`, members in chunks of about ``memory_bytes``) when
+    ``P <= dense_max_params``, else Lanczos (:func:`lanczos_min_eigenvalue`). Positive: a strict
+    local minimum; negative: a saddle (or a maximum)."""
+    M, P = theta.shape
+    out = torch.empty(M, dtype=torch.float64, device=problem.device)
+    if P <= dense_max_params:
+        chunk = max(1, memory_bytes // (3 * 8 * P * P))
+        for c0 in range(0, M, chunk):
+            ids = torch.arange(c0, min(M, c0 + chunk), device=problem.device)
+            H = problem.hessians(theta[ids], *problem.data(ids), max_elements=memory_bytes // 16)
+            out[ids] = torch.linalg.eigvalsh(H)[:, 0]
+    else:
+        for m in range(M):
+            out[m] = lanczos_min_eigenvalue(problem, theta[m:m + 1], m, lanczos_tol)
+    return out * problem.lams**2
+
+
 def newton(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] = 1e-12, max_iter: int = 20,
            max_seconds: float = 600.0, dense_max_params: int = 3000, memory_bytes: int = 2**29,
            cg_max_iter: int = 2000, max_backtracks: int = 12, raise_factor: float = 1e4, max_raises: int = 2,
-           patience: int = 4, eigenvalues: bool = True, lanczos_tol: float = 1e-10) -> NewtonResult:
+           patience: int = 4, eigenvalues: bool = True, eig_dense_max_params: int = 1000,
+           lanczos_tol: float = 1e-10) -> NewtonResult:
     """Newton's method for ``grad L_lambda = 0``, batched over members, from ``theta0`` ``(M, P)``.
 
     At every iterate: the residual ``max_l rho_l`` from :meth:`Problem.evaluate`; stop at
@@ -694,8 +718,9 @@ def newton(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] 
 
     The dense path runs members in chunks whose Hessians take about ``memory_bytes``. With
     ``eigenvalues``, the smallest eigenvalue of the Hessian of ``L_lambda`` at the returned point is
-    computed for every member (``eigvalsh`` of the dense Hessian, Lanczos on Hessian-vector products
-    beyond ``dense_max_params``).
+    computed for every member by :func:`min_eigenvalues` (``eigvalsh`` up to
+    ``eig_dense_max_params`` parameters, Lanczos beyond: a few hundred Hessian-vector products cost
+    less than the ``P`` columns of a dense Hessian).
     """
     M, P = theta0.shape
     if M != problem.M or P != problem.P:
@@ -729,27 +754,19 @@ def newton(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] 
             return (X, y, lam[rows]) if problem.shared else (X[rows], y[rows], lam[rows])
 
         def stop_at_best(local: torch.Tensor, reason: str) -> None:
-            """Members ``local`` (chunk rows) stop at their best point, its Hessian's smallest eigenvalue with it."""
+            """Members ``local`` (chunk rows) stop at their best point."""
             if len(local) == 0:
                 return
-            moved = (best["x"][local] != x[local]).any(1)
             for key, arr in (("x", x), ("g", g), ("rho", rho), ("L", L), ("res", res)):
                 arr[local] = best[key][local]
-            if dense and eigenvalues and moved.any():
-                back = local[moved]
-                Hb = problem.hessians(x[back], *rows_data(back), max_elements=memory_bytes // 16)
-                eig[ids[back]] = torch.linalg.eigvalsh(Hb)[:, 0] * lam[back] ** 2
             for j in local.tolist():
                 stops[int(ids[j])] = reason
 
         for it in range(max_iter + 1):
             xa, ga, ra, la = x[active], g[active], res[active], lam[active]
-            H = problem.hessians(xa, *rows_data(active), max_elements=memory_bytes // 16) if dense else None
             reached = ra <= tols[ids[active]]
             elapsed = time.perf_counter() - t_start
             capped = torch.full_like(reached, it == max_iter or elapsed > max_seconds)
-            if dense and eigenvalues:  # at the current point: kept by every member that stops here at it
-                eig[ids[active]] = torch.linalg.eigvalsh(H)[:, 0] * la**2
             for j in reached.nonzero().flatten().tolist():
                 stops[int(ids[active[j]])] = "target"
             stop_at_best(active[capped & ~reached], "time cap" if elapsed > max_seconds else "iteration cap")
@@ -759,7 +776,7 @@ def newton(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] 
             active, xa, ga, ra, la = active[keep], xa[keep], ga[keep], ra[keep], la[keep]
             # ---- Newton step p = -H^{-1} g
             if dense:
-                Hk = H[keep]
+                Hk = problem.hessians(xa, *rows_data(active), max_elements=memory_bytes // 16)
                 p, info = torch.linalg.solve_ex(Hk, -ga)
                 broken = (info != 0) | ~torch.isfinite(p).all(1)
                 if broken.any():  # singular: pseudo-inverse from the eigendecomposition
@@ -827,12 +844,11 @@ def newton(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] 
         for m in ids.tolist():
             seconds[m] = time.perf_counter() - t_start
     method = ["dense" if dense else "cg"] * M
-    eig_method = ["eigvalsh" if dense else "lanczos"] * M
-    if eigenvalues and not dense:
-        for m in range(M):
-            t0 = time.perf_counter()
-            eig[m] = lanczos_min_eigenvalue(problem, theta[m:m + 1], m, lanczos_tol) * float(problem.lams[m]) ** 2
-            seconds[m] += time.perf_counter() - t0
+    eig_method = ["eigvalsh" if P <= eig_dense_max_params else "lanczos"] * M
+    if eigenvalues:
+        eig = min_eigenvalues(problem, theta, eig_dense_max_params, memory_bytes, lanczos_tol)
+    else:
+        eig = torch.full((M,), math.nan, dtype=torch.float64, device=dev)
     return NewtonResult(theta, [str(s) for s in stops], iterations, res_out, loss_out, start_res, eig, method,
                         eig_method, backtracked, raised, negative, seconds, problem.lams)
 
@@ -869,4 +885,4 @@ def polish(problem: Problem, theta0: torch.Tensor, lbfgs_tol: float | Sequence[f
 
 
 __all__ = ["EVAL_ELEMENTS", "LBFGSResult", "NewtonResult", "POLISH_STOPS", "Problem", "StationaryResult",
-           "lanczos_min_eigenvalue", "lbfgs", "newton", "polish"]
+           "lanczos_min_eigenvalue", "lbfgs", "min_eigenvalues", "newton", "polish"]

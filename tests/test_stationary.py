@@ -164,7 +164,7 @@ def _dense_reference_min_eigenvalue(net, X, y, lam, loss="mse"):
 def test_smallest_eigenvalue_dense_and_lanczos_match_a_reference():
     prob, first, X, y = _polished([0.01, 0.05], tol=1e-6)
     dense = stationary.newton(prob, first.theta, tol=1e-12)
-    lanczos = stationary.newton(prob, first.theta, tol=1e-12, dense_max_params=0)
+    lanczos = stationary.newton(prob, first.theta, tol=1e-12, eig_dense_max_params=0)
     assert dense.eig_method == ["eigvalsh"] * 2 and lanczos.eig_method == ["lanczos"] * 2
     for m, net in enumerate(prob.mlps(dense.theta)):
         ref = _dense_reference_min_eigenvalue(net, X, y, prob.lams[m].item())
@@ -173,8 +173,8 @@ def test_smallest_eigenvalue_dense_and_lanczos_match_a_reference():
     assert torch.allclose(dense.min_eigenvalue_scaled, dense.min_eigenvalue / prob.lams**2)
 
 
-@pytest.mark.parametrize("dense_max_params", [10**6, 0], ids=["eigvalsh", "lanczos"])
-def test_a_saddle_is_reported_with_a_negative_eigenvalue(dense_max_params):
+@pytest.mark.parametrize("eig_dense_max_params", [10**6, 0], ids=["eigvalsh", "lanczos"])
+def test_a_saddle_is_reported_with_a_negative_eigenvalue(eig_dense_max_params):
     """All-zero weights of a one-hidden-layer tanh net are stationary (every gradient vanishes); with the
     square loss, L_0 = -tr(W_2 W_1 A) + O(||W||^4) + const there, A = (1/N) sum_i x_i e_{y_i}^T, so the Hessian
     of L_lambda is lambda I + [[0, -A (x) I], [-A^T (x) I, 0]] (per hidden unit) with smallest eigenvalue
@@ -187,8 +187,9 @@ def test_a_saddle_is_reported_with_a_negative_eigenvalue(dense_max_params):
     for p in net.parameters():
         p.data.zero_()
     prob, theta = stationary.Problem.from_mlps([net], X, y, [lam], "mse")
-    nt = stationary.newton(prob, theta, tol=1e-12, dense_max_params=dense_max_params)
+    nt = stationary.newton(prob, theta, tol=1e-12, eig_dense_max_params=eig_dense_max_params)
     assert nt.stops == ["target"] and nt.iterations == [0] and nt.max_residuals[0] == 0
+    assert nt.eig_method == ["eigvalsh" if eig_dense_max_params else "lanczos"]
     assert nt.min_eigenvalue[0].item() == pytest.approx(lam - sigma, rel=1e-6)
     assert nt.min_eigenvalue[0] < 0
 
