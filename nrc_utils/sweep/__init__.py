@@ -881,6 +881,38 @@ class _OneLineParser(argparse.ArgumentParser):
         raise _refuse(message)
 
 
+@dataclass
+class ExampleRun:
+    """A sweep run through the command line, as a reader runs it (the Sweeps page)."""
+
+    results: Any  # pandas DataFrame, one row per point (load_results)
+    summary: str  # the command's last line: "sweep NAME: k succeeded, f failed, s skipped"
+    wall_s: float  # wall time of the whole command, cluster start included
+
+
+def run_example(grid, out, workers: int = 0) -> ExampleRun:
+    """``python -m nrc_utils.sweep GRID --out OUT [--workers N] --no-progress`` in a subprocess
+    (``workers = 0``: one per core), then its results table; a failed sweep is refused with one
+    line holding the command's last lines."""
+    command = [sys.executable, "-m", "nrc_utils.sweep", str(grid), "--out", str(out), "--no-progress"]
+    if workers:
+        command += ["--workers", str(workers)]
+    t0 = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if run.returncode != 0:
+        tail = " | ".join((run.stdout + run.stderr).strip().splitlines()[-5:])
+        raise RuntimeError(f"the example sweep failed (exit status {run.returncode}): {tail}")
+    return ExampleRun(load_results(out), run.stdout.strip().splitlines()[-1], wall)
+
+
+def file_block(path, language: str = "yaml"):
+    """A file of the repository as a Markdown code block (:class:`nrc_utils.report.Markdown`)."""
+    from ..report import markdown
+
+    return markdown(f"```{language}\n{Path(path).read_text().rstrip()}\n```")
+
+
 def parse_args(argv=None):
     p = _OneLineParser(prog="python -m nrc_utils.sweep", description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -925,5 +957,5 @@ def main(argv=None) -> int:
         return 130
 
 
-__all__ = ["Point", "Sweep", "axis_values", "glued_numbers", "is_done", "load_cluster_spec", "load_grid",
+__all__ = ["ExampleRun", "Point", "Sweep", "file_block", "run_example", "axis_values", "glued_numbers", "is_done", "load_cluster_spec", "load_grid",
            "load_records", "load_results", "main", "results_frame", "run_point", "write_table"]
