@@ -777,7 +777,11 @@ def newton(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] 
             # ---- Newton step p = -H^{-1} g
             if dense:
                 Hk = problem.hessians(xa, *rows_data(active), max_elements=memory_bytes // 16)
-                p, info = torch.linalg.solve_ex(Hk, -ga)
+                # one LU per member: the batched CPU solve of this torch/oneMKL build fails for P ~ 2000 on
+                # two threads ("Parameter 6 was incorrect on entry to DLASWP") and does not return
+                solved = [torch.linalg.solve_ex(Hk[j], -ga[j]) for j in range(len(ga))]
+                p = torch.stack([sol for sol, _info in solved])
+                info = torch.stack([inf for _sol, inf in solved])
                 broken = (info != 0) | ~torch.isfinite(p).all(1)
                 if broken.any():  # singular: pseudo-inverse from the eigendecomposition
                     ev, V = torch.linalg.eigh(Hk[broken])
