@@ -47,8 +47,8 @@ def make_project(root: Path, chapters: dict[str, str], params: dict[str, dict], 
     toc = {"format": "jb-book", "root": f"book/{stems[0]}"}
     if len(stems) > 1:
         toc["chapters"] = [{"file": f"book/{s}"} for s in stems[1:]]
-    (root / "book").mkdir(parents=True)
-    (root / "ci" / "params").mkdir(parents=True)
+    (root / "book").mkdir(parents=True, exist_ok=True)
+    (root / "ci" / "params").mkdir(parents=True, exist_ok=True)
     (root / "_toc.yml").write_text(json.dumps(toc))
     (root / "ci" / "params" / "ci.yaml").write_text(json.dumps(params))
     for stem, body in chapters.items():

@@ -25,20 +25,10 @@ sys.path.insert(0, str(ROOT / "ci"))
 import project  # noqa: E402  (ci/project.py)
 
 from nrc_utils import sweep  # noqa: E402
+from test_pipeline import make_project as make_book_project  # noqa: E402  (tests/test_pipeline.py)
 
 pytest.importorskip("distributed")
 pytest.importorskip("pyarrow")
-
-HEADER = """\
----
-jupytext:
-  formats: md:myst,ipynb
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-"""
 
 TOY = """\
 # Toy
@@ -83,20 +73,9 @@ TOY_PARAMS = {"lam": 0.1, "seed": 0, "items": [1], "fail": False, "gate": ""}
 
 
 def make_project(root: Path, chapters: dict[str, str] | None = None, params: dict | None = None) -> Path:
-    """A book project under ``root`` (toc, ``book/<stem>.md``, ``ci/params/ci.yaml``), by default
-    with the one test chapter ``01_toy``."""
-    chapters = chapters or {"01_toy": TOY}
-    params = params or {"01_toy": TOY_PARAMS}
-    stems = list(chapters)
-    toc = {"format": "jb-book", "root": f"book/{stems[0]}"}
-    if len(stems) > 1:
-        toc["chapters"] = [{"file": f"book/{s}"} for s in stems[1:]]
-    (root / "book").mkdir(parents=True, exist_ok=True)
-    (root / "ci" / "params").mkdir(parents=True, exist_ok=True)
-    (root / "_toc.yml").write_text(json.dumps(toc))
-    (root / "ci" / "params" / "ci.yaml").write_text(json.dumps(params))
-    for stem, body in chapters.items():
-        (root / "book" / f"{stem}.md").write_text(HEADER + textwrap.dedent(body))
+    """A book project under ``root`` (toc, ``book/<stem>.md``, ``ci/params/ci.yaml``; the runner
+    tests' :func:`test_pipeline.make_project`), by default with the one test chapter ``01_toy``."""
+    make_book_project(root, chapters or {"01_toy": TOY}, params or {"01_toy": TOY_PARAMS})
     return root
 
 
