@@ -296,7 +296,8 @@ def _member_configs(cfg: TrainConfig, lams: Sequence[float], seeds: Sequence[int
                          "(ensemble.grid(lams, seeds) makes every combination)")
     out = []
     for lam, seed in zip(lams, seeds):
-        member = dataclasses.replace(cfg, lam=lam, seed=int(seed), polish_tol=cfg.polish_tol if do_polish else None)
+        member = dataclasses.replace(cfg, lam=lam, seed=int(seed), polish_tol=cfg.polish_tol if do_polish else None,
+                                     newton_tol=cfg.newton_tol if do_polish else None)
         out.append(member.validate())
     return out
 
@@ -394,8 +395,9 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
     ``dataclasses.replace(cfg, lam=lams[m], seed=seeds[m])`` (its ``TrainResult.config``),
     which is validated like any ``TrainConfig`` (every lambda must be >= 0). Use
     :func:`grid` for every combination of a lambda grid and seeds. After the batched
-    SGD stage, each member is polished separately with ``train.polish`` (L-BFGS in
-    float64) when ``cfg.polish_tol`` is set and ``polish`` is true; with
+    SGD stage, the members are polished together by ``train.polish_networks`` (batched L-BFGS
+    in float64, then Newton when ``cfg.newton_tol`` is set: the solver a single run uses)
+    when ``cfg.polish_tol`` is set and ``polish`` is true; with
     ``polish=False`` the members' configs carry ``polish_tol=None``, so they describe
     (and are cached as) unpolished runs.
 
@@ -414,9 +416,8 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
     - when polishing follows, the end of the SGD stage is checkpointed per member, under
       the member's own key (the checkpoint ``train.train`` itself writes before it
       polishes), and the batched checkpoint is removed; a call interrupted while
-      polishing keeps the members already polished and cached, and polishes the others
-      from their checkpoints without redoing SGD (a single run of such a member resumes
-      from it too);
+      polishing polishes the members again from their checkpoints without redoing SGD
+      (a single run of such a member resumes from it too);
     - every checkpoint (``.partial`` entry) of the call is removed once every member is
       cached; a folder that refuses a save loses nothing: the members are returned.
 
@@ -474,10 +475,13 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
                 _train.Checkpointer(keys[m][0], nets[m], histories[m], math.inf).save(cfgs[m].steps)
         if checkpointer is not None and polishing:
             checkpointer.discard()  # superseded by the members' checkpoints
+    outcomes = {}
+    if polishing:  # one batched solve for every member left (nrc_utils.stationary, as a single run polishes)
+        outcomes = dict(zip(todo, _train.polish_networks([nets[m] for m in todo], Xd, yd, [cfgs[m] for m in todo],
+                                                         [histories[m] for m in todo])))
     for m in todo:
-        c, net, history, stop = cfgs[m], nets[m], histories[m], None
+        c, net, history = cfgs[m], nets[m], histories[m]
         if polishing:
-            stop = _train.polish(net, Xd, yd, c, history)
             Xm = Xd.to(next(net.parameters()).dtype)
             final = evaluate(net, Xm, yd, c)
             residuals = stationarity_residuals(net, Xm, yd, c.lam, c.loss, c.decay_bias) if c.lam > 0 else []
@@ -486,7 +490,11 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
             final = {k: last[k][j].item() for k in ("loss", "loss0", "acc", "residual")}
             residuals = last["residuals"][j].tolist() if c.lam > 0 else []
         net.cpu()
-        results[m] = TrainResult(net, c, history, residuals, final, polish_stop=stop)
+        results[m] = TrainResult(net, c, history, residuals, final)
+        if m in outcomes:
+            o = outcomes[m]
+            results[m].polish_stop, results[m].newton_stop, results[m].min_eigenvalue = \
+                o.polish_stop, o.newton_stop, o.min_eigenvalue
         if keys[m] is not None:
             _train.save_result(*keys[m], results[m])
             _train.Checkpointer(keys[m][0], net, history, math.inf).discard()

@@ -91,42 +91,89 @@ def table(df: "object", **kw: object) -> None:
     display(HTML(df.to_html(index=False, na_rep="", **kw)))  # type: ignore[attr-defined]
 
 
-#: What a number of networks did, by the reason ``train.polish`` stopped (``TrainResult.polish_stop``),
-#: as a predicate after "k networks".
-STOP_PLURAL = {"no progress": "stopped when a chunk of L-BFGS iterations no longer lowered the loss",
+#: What a number of networks did, by the reason their last polishing stage stopped (``TrainResult.stop``:
+#: Newton's when it ran, else L-BFGS's), as a predicate after "k networks".
+STOP_PLURAL = {"no progress": "stopped when no step lowered the loss (L-BFGS) or the residual (Newton) any more",
                "iteration cap": "stopped at the iteration cap", "time cap": "stopped at the time cap",
                "not polished": "were not polished"}
 
 
+def _targets(results: "list") -> str:
+    targets = sorted({r.target for r in results if r.target is not None})
+    if len(targets) == 1:
+        return f"the target {targets[0]:.0e}"
+    return "their targets (" + " or ".join(f"{t:.0e}" for t in targets) + ")"
+
+
 def stop_summary(results: "list", what: str) -> str:
-    """One sentence: how many of ``results`` (``train.TrainResult``) reached their polishing target,
-    and why the others stopped, with their largest residuals (rounded up).
+    """One sentence: how many of ``results`` (``train.TrainResult``) reached the residual target of their
+    last polishing stage (``TrainResult.target``: Newton's ``newton_tol`` when it ran, else ``polish_tol``),
+    and why the others stopped (``TrainResult.stop``), with their largest residuals (rounded up).
 
     ``stop_summary(results, "networks of the sweep")`` gives e.g. "4 of 5 networks of the sweep
-    reached the target 1e-06; 1 stopped at the iteration cap (residuals up to 3.2e-06)."
+    reached the target 1e-12; 1 stopped at the iteration cap (residuals up to 3.2e-06)."
     """
-    reasons = [r.polish_stop or "not polished" for r in results]
-    tol = results[0].config.polish_tol
+    reasons = [r.stop or "not polished" for r in results]
     n, m = reasons.count("target"), len(results)
     if n == m:
         worst = max(r.max_residual for r in results)
-        return f"All {m} {what} reached the target {tol:.0e} (largest residual at most {rounded(worst, '.1e', +1)})."
+        return f"All {m} {what} reached {_targets(results)} (largest residual at most {rounded(worst, '.1e', +1)})."
     others = []
     for key, predicate in STOP_PLURAL.items():
         miss = [r for r, why in zip(results, reasons) if why == key]
         if miss:
             worst = max(r.max_residual for r in miss)
             others.append(f"{len(miss)} {predicate} (residuals up to {rounded(worst, '.1e', +1)})")
-    return f"{n} of {m} {what} reached the target {tol:.0e}; " + "; ".join(others) + "."
+    return f"{n} of {m} {what} reached {_targets(results)}; " + "; ".join(others) + "."
+
+
+def hessian_summary(results: "list", what: str) -> str:
+    """One sentence on the smallest eigenvalue of the Hessian of ``L_lambda`` at each of ``results``
+    (``train.TrainResult.min_eigenvalue``, computed with the Newton stage): positive at a strict local
+    minimum, negative at a saddle. Networks without it (no Newton stage: not smooth, or not polished)
+    are counted apart.
+
+    e.g. "The Hessian of L_λ is positive definite at all 5 networks of the sweep (smallest eigenvalue
+    from 2.1e-05 to 3.0e-04): strict local minima, not saddles."
+    """
+    values = [r.min_eigenvalue for r in results if r.min_eigenvalue is not None and math.isfinite(r.min_eigenvalue)]
+    missing = len(results) - len(values)
+    if not values:
+        return f"The Hessian's smallest eigenvalue was not computed for the {what} (no Newton stage)."
+    pos = [v for v in values if v > 0]
+    neg = [v for v in values if v <= 0]
+    if len(results) == 1:
+        v = values[0]
+        if v > 0:
+            return (f"The Hessian of L_λ at the {what} is positive definite (smallest eigenvalue "
+                    f"{rounded(v, '.1e', -1)}): a strict local minimum, not a saddle.")
+        return (f"The Hessian of L_λ at the {what} has the non-positive smallest eigenvalue {rounded(v, '.1e', -1)}: "
+                "not a strict local minimum.")
+    if not neg:
+        text = (f"The Hessian of L_λ is positive definite at {'all ' if not missing else ''}{len(pos)} {what} "
+                f"(smallest eigenvalue from {rounded(min(pos), '.1e', -1)} to {rounded(max(pos), '.1e', +1)}): "
+                "strict local minima, not saddles.")
+    elif not pos:
+        text = (f"The Hessian of L_λ has a non-positive eigenvalue at {'all ' if not missing else ''}{len(neg)} {what} "
+                f"(smallest eigenvalue from {rounded(min(neg), '.1e', -1)} to {rounded(max(neg), '.1e', +1)}): "
+                "none is a strict local minimum.")
+    else:
+        text = (f"{len(neg)} of the {len(values)} {what} with a computed Hessian are not strict local minima "
+                f"(smallest eigenvalue down to {rounded(min(neg), '.1e', -1)}); at the other {len(pos)} the Hessian "
+                f"of L_λ is positive definite (smallest eigenvalue at least {rounded(min(pos), '.1e', -1)}).")
+    if missing:
+        text += f" It was not computed for {missing} more (no Newton stage)."
+    return text
 
 
 def lbfgs_iterations(result: "object") -> int:
     """The L-BFGS iterations that ``train.polish`` ran for a ``train.TrainResult`` (0 when it was not
     polished): its record counts steps on, from the last SGD step, through the polishing."""
     h = result.history  # type: ignore[attr-defined]
-    if "lbfgs" not in h.get("phase", []):
+    steps = [s for s, phase in zip(h.get("step", []), h.get("phase", [])) if phase == "lbfgs"]
+    if not steps:
         return 0
-    return int(h["step"][-1] - result.config.steps)  # type: ignore[attr-defined]
+    return int(steps[-1] - result.config.steps)  # type: ignore[attr-defined]
 
 
 _SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")

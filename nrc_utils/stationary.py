@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -76,6 +77,13 @@ from .ensemble import signals as _signals
 from .losses import check_loss
 from .models import MLP, layer_shapes, make_activation
 from .train import POLISH_STOPS, DivergenceError
+
+# Forward-mode AD (``torch.func.jvp``, behind every Hessian-vector product here) loads its decompositions
+# on first use through ``torch.jit.script``, which torch 2.13 deprecates with a DeprecationWarning: a
+# chapter's stderr must stay empty, so they are loaded here once, with exactly that warning silenced.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning)
+    torch.autograd.forward_ad._maybe_load_decompositions()
 
 #: Full-batch evaluations run over chunks of samples so that one activation tensor
 #: (members x width x samples) holds at most this many numbers.
@@ -310,7 +318,9 @@ class LBFGSResult:
     line search, counted per member); ``evaluations`` (function and gradient evaluations, the start
     included); ``residuals`` ``(M, L)`` per-layer ``rho_l`` and ``loss`` ``L_lambda`` at the end;
     ``seconds`` each member spent in the batch; ``batch_sizes`` the number of members in the batch
-    at every iteration (their sum is the sum of ``iterations``).
+    at every iteration (their sum is the sum of ``iterations``); ``trace`` per member, with
+    ``trace_every``, the tuples ``(iteration, L_lambda, L_0, max_l rho_l, seconds in the batch)`` after every
+    ``trace_every``-th iteration (empty lists otherwise).
     """
 
     theta: torch.Tensor
@@ -321,6 +331,7 @@ class LBFGSResult:
     loss: torch.Tensor
     seconds: list[float]
     batch_sizes: list[int] = field(default_factory=list)
+    trace: list[list[tuple[int, float, float, float, float]]] = field(default_factory=list)
 
     @property
     def max_residuals(self) -> torch.Tensor:
@@ -427,8 +438,8 @@ class _Batch:
 
 def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] = 1e-6,
           max_iter: int | Sequence[int] = 5000, max_seconds: float = 60.0, history_size: int = 20,
-          max_batch: int | None = None, c1: float = 1e-4, max_ls: int = 30, curvature_eps: float = 1e-10
-          ) -> LBFGSResult:
+          max_batch: int | None = None, c1: float = 1e-4, max_ls: int = 30, curvature_eps: float = 1e-10,
+          trace_every: int | None = None) -> LBFGSResult:
     """Batched L-BFGS on ``L_lambda / lambda^2`` from ``theta0`` ``(M, P)`` until every member stops.
 
     Member ``m`` stops at ``max_l rho_l <= tol[m]`` ("target"), after ``max_iter[m]`` iterations
@@ -439,7 +450,8 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
     it and the next waiting member enters. The members' iterates do not depend on one another:
     member ``m`` takes the steps it would take alone (up to the rounding of batched products).
     The first step of a member without curvature pairs is ``t = min(1, 1/||g||_1)`` along ``-g``
-    (as ``torch.optim.LBFGS``), later steps start from ``t = 1``.
+    (as ``torch.optim.LBFGS``), later steps start from ``t = 1``. With ``trace_every``, every member's
+    loss and residual are recorded after every ``trace_every``-th iteration (``LBFGSResult.trace``).
     """
     M, P = theta0.shape
     if M != problem.M or P != problem.P:
@@ -456,6 +468,7 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
     stops: list[str | None] = [None] * M
     iterations, evaluations, seconds = [0] * M, [0] * M, [0.0] * M
     batch_sizes: list[int] = []
+    trace: list[list[tuple[int, float, float, float, float]]] = [[] for _ in range(M)]
     names = ["ids", "x", "f", "g", "res", "Z", "SY", "YY", "stamp", "count", "gamma", "steep", "lam", "iters", "evals",
              "entered"]
     b = _Batch(names if problem.shared else names + ["Xb", "yb"])
@@ -579,6 +592,16 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
             b.gamma[k] = ys[k] / (yv[k] * yv[k]).sum(1)
         b.x, b.f, b.g, b.res = x_new, f_new, g_new, r_new
         b.iters += 1
+        if trace_every:
+            due = (b.iters % int(trace_every) == 0).nonzero().flatten()
+            if len(due):
+                now = time.perf_counter() - clock0
+                L = b.f[due] * b.lam[due] ** 2
+                L0 = L - 0.5 * b.lam[due] * (b.x[due] * b.x[due] * problem.decay).sum(1)
+                rows = zip(b.ids[due].tolist(), b.iters[due].tolist(), L.tolist(), L0.tolist(),
+                           b.res[due].max(1).values.tolist(), b.entered[due].tolist())
+                for m, it, loss, loss0, res, entered in rows:
+                    trace[m].append((int(it), float(loss), float(loss0), float(res), now - float(entered)))
         # ---- failures: drop the history and retry along -g once; a second failure is "no progress"
         failed = ~ok_all
         stalled = failed & (use_steep | bad)
@@ -606,7 +629,7 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
             b.keep(~stop)
             admit()
     return LBFGSResult(out_theta, [str(s) for s in stops], iterations, evaluations, out_res, out_loss, seconds,
-                       batch_sizes)
+                       batch_sizes, trace)
 
 
 # ====================================================================== Newton

@@ -17,6 +17,13 @@ report the residual of every network (``TrainResult.residuals``).
 ``polish_max_iter`` needs, so that results (which are cached) do not depend on
 the machine's load.
 
+For ``models.MLP`` networks both stages of the polish are those of :mod:`nrc_utils.stationary`,
+one network (:func:`train`) or a whole ensemble (``ensemble.train_ensemble``) at a time: batched
+L-BFGS to ``polish_tol``, then, with ``newton_tol`` and a smooth activation, Newton's method to
+``newton_tol`` and the smallest eigenvalue of the Hessian of ``L_lambda`` at the final point
+(:func:`polish_networks`). A single run and an ensemble member therefore run the same solver and
+share their cached result. Other modules are polished by ``torch.optim.LBFGS`` (:func:`polish`).
+
 Results are cached (:mod:`nrc_utils.cache`) under :func:`cache_key`; the SGD stage of a
 cached run is checkpointed by a :class:`Checkpointer`, so an interrupted run resumes.
 """
@@ -37,13 +44,18 @@ from torch import nn
 from . import cache as _cache
 from .device import pick_device, progress
 from .gradients import stationarity_residuals
-from .models import weight_layers
+from .models import MLP, weight_layers
 from .losses import accuracy, check_loss, sample_losses
 
 log = logging.getLogger(__name__)
 
-#: Names the L-BFGS variant in cache keys, so results of an earlier variant are not reused.
-POLISH_METHOD = "lbfgs-float64-scaled-by-1/lambda^2"
+#: Names the polishing solver in cache keys, so results of an earlier solver are not reused: MLPs go
+#: through :mod:`nrc_utils.stationary` (L-BFGS, history 20, then Newton), other modules through
+#: ``torch.optim.LBFGS``; both on ``L_lambda / lambda^2`` in float64.
+POLISH_METHOD = "stationary.lbfgs(h=20)+newton / torch-lbfgs, float64, L_lambda/lambda^2"
+
+#: Keyword arguments of every ``stationary.lbfgs`` call made by :func:`polish_networks`.
+LBFGS_OPTIONS = {"history_size": 20}
 
 
 #: Why :func:`polish` stopped: the residual target, the wall-clock cap, a chunk that no longer
@@ -65,6 +77,10 @@ class TrainConfig:
 
     ``batch_size=None`` is full-batch gradient descent. ``steps`` counts
     optimiser steps of stage 1. ``polish_tol=None`` skips the L-BFGS stage.
+    ``newton_tol`` (with ``polish_tol``; MLPs only) adds the Newton stage after L-BFGS: at most
+    ``newton_max_iter`` Newton steps and ``polish_max_seconds`` of wall time, to a residual at or
+    below ``newton_tol``, skipped for non-smooth activations (ReLU), whose Hessian does not exist
+    at every point.
     """
 
     lam: float = 1e-3
@@ -81,6 +97,8 @@ class TrainConfig:
     polish_max_iter: int = 5000
     polish_max_seconds: float = 60.0
     polish_chunk: int = 50
+    newton_tol: float | None = None
+    newton_max_iter: int = 20
 
     def validate(self) -> "TrainConfig":
         """Refuse bad input with one line saying what to do."""
@@ -92,7 +110,7 @@ class TrainConfig:
             raise ValueError(f"learning rate must be a finite number > 0, got {self.lr!r}")
         if self.batch_size is not None and (not _is_int(self.batch_size) or self.batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None (full batch), got {self.batch_size!r}")
-        for name in ("steps", "record_every", "polish_max_iter", "polish_chunk"):
+        for name in ("steps", "record_every", "polish_max_iter", "polish_chunk", "newton_max_iter"):
             value = getattr(self, name)
             if not _is_int(value) or value < (0 if name == "steps" else 1):
                 raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} integer, "
@@ -101,6 +119,12 @@ class TrainConfig:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.polish_tol is not None and self.lam == 0:
             raise ValueError("L-BFGS polishing targets the residual of lambda W = -grad L_0, which needs lam > 0")
+        if self.newton_tol is not None:
+            if self.polish_tol is None:
+                raise ValueError("newton_tol needs polish_tol: Newton's stage starts where L-BFGS stops")
+            if isinstance(self.newton_tol, bool) or not isinstance(self.newton_tol, numbers.Real) \
+                    or not (0 < self.newton_tol < math.inf):
+                raise ValueError(f"newton_tol must be a finite number > 0 (or None: no Newton stage), got {self.newton_tol!r}")
         return self
 
 
@@ -112,7 +136,10 @@ class TrainResult:
     seconds`` (``loss`` is ``L_lambda``, ``residual`` the largest per-layer
     relative residual); ``residuals`` are the final per-layer residuals;
     ``polish_stop`` says why L-BFGS stopped (:data:`POLISH_STOPS`), ``None``
-    when the run was not polished.
+    when the run was not polished; ``newton_stop`` why Newton's stage stopped (``None`` when it
+    did not run); ``min_eigenvalue`` the smallest eigenvalue of the Hessian of ``L_lambda`` at the
+    returned weights (computed with the Newton stage; ``None`` otherwise): positive at a strict
+    local minimum, negative at a saddle.
     """
 
     model: nn.Module
@@ -122,10 +149,27 @@ class TrainResult:
     final: dict[str, float] = field(default_factory=dict)
     from_cache: bool = False
     polish_stop: str | None = None
+    newton_stop: str | None = None
+    min_eigenvalue: float | None = None
 
     @property
     def max_residual(self) -> float:
         return max(self.residuals) if self.residuals else math.nan
+
+    @property
+    def stop(self) -> str | None:
+        """Why the last polishing stage stopped: Newton's reason when it ran, else L-BFGS's (``None``: not polished)."""
+        return self.newton_stop if self.newton_stop is not None else self.polish_stop
+
+    @property
+    def target(self) -> float | None:
+        """The residual target of the last polishing stage (``newton_tol`` when Newton ran, else ``polish_tol``)."""
+        return self.config.newton_tol if self.newton_stop is not None else self.config.polish_tol
+
+    @property
+    def reached(self) -> bool:
+        """Whether the last polishing stage stopped at its target."""
+        return self.stop == "target"
 
 
 def batch_indices(N: int, batch_size: int | None, steps: int, seed: int) -> Iterator[torch.Tensor | None]:
@@ -303,6 +347,92 @@ def polish(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
     return "iteration cap"
 
 
+@dataclass
+class PolishOutcome:
+    """How :func:`polish_networks` ended for one network: the stop reasons of its two stages and the
+    smallest eigenvalue of the Hessian of ``L_lambda`` (``None`` where the Newton stage did not run)."""
+
+    polish_stop: str
+    newton_stop: str | None
+    min_eigenvalue: float | None
+
+
+def polish_networks(nets: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfgs: list[TrainConfig],
+                    histories: list[dict[str, list]]) -> list[PolishOutcome]:
+    """Stage 2 for ``models.MLP`` networks of one architecture, all at once, in float64 on ``X``'s device.
+
+    :func:`nrc_utils.stationary.lbfgs` (batched over the networks, each with its own lambda, target
+    ``polish_tol``, ``polish_max_iter`` and ``polish_max_seconds``) on ``L_lambda / lambda^2``; then,
+    for the networks whose config sets ``newton_tol`` and whose activation is smooth
+    (``models.SMOOTH_ACTIVATIONS``), :func:`nrc_utils.stationary.newton` to ``newton_tol`` with the
+    smallest Hessian eigenvalue at the returned point. The networks' weights are replaced by the
+    result (float64). Each history gets the stages' records: ``"lbfgs"`` every ``polish_chunk``
+    iterations (``acc`` NaN there: no outputs are computed) and at its end, ``"newton"`` at the end
+    of Newton's stage, at steps counted on from the history's last step.
+    """
+    from . import stationary  # imports this module
+    from .models import MLP, SMOOTH_ACTIVATIONS
+
+    if not nets:
+        return []
+    if not all(isinstance(n, MLP) for n in nets):
+        raise TypeError("polish_networks polishes models.MLP networks; polish other modules with train.polish")
+    X = X.double()
+    for n in nets:
+        n.double()
+    problem, theta = stationary.Problem.from_mlps(nets, X, y, [c.lam for c in cfgs], cfgs[0].loss, cfgs[0].decay_bias)
+    first = stationary.lbfgs(problem, theta, tol=[c.polish_tol for c in cfgs], max_iter=[c.polish_max_iter for c in cfgs],
+                             max_seconds=max(c.polish_max_seconds for c in cfgs), trace_every=cfgs[0].polish_chunk,
+                             **LBFGS_OPTIONS)
+    for m, c in enumerate(cfgs):
+        if not math.isfinite(float(first.loss[m])):
+            raise DivergenceError(f"L_lambda became {float(first.loss[m])} in L-BFGS (lambda={c.lam:g}, seed={c.seed}); "
+                                  "lower lr or raise lam")
+    theta = first.theta.clone()
+    newton_rows = [m for m, c in enumerate(cfgs)
+                   if c.newton_tol is not None and problem.activation in SMOOTH_ACTIVATIONS]
+    second = None
+    if newton_rows:
+        rows = torch.tensor(newton_rows, device=problem.device)
+        sub = stationary.Problem(problem.d_in, problem.widths, problem.d_out, X if problem.shared else X[rows],
+                                 y if problem.shared else y[rows], problem.lams[rows], problem.loss, problem.activation,
+                                 problem.bias, problem.decay_bias, [problem.seeds[m] for m in newton_rows])
+        second = stationary.newton(sub, theta[rows], tol=[cfgs[m].newton_tol for m in newton_rows],
+                                   max_iter=max(cfgs[m].newton_max_iter for m in newton_rows),
+                                   max_seconds=max(cfgs[m].polish_max_seconds for m in newton_rows))
+        theta[rows] = second.theta
+    weights, biases = problem.unflatten(theta)
+    outcomes = []
+    for m, (net, c, history) in enumerate(zip(nets, cfgs, histories)):
+        with torch.no_grad():
+            for l, layer in enumerate(net.layers):
+                layer.weight.copy_(weights[l][m])
+                if biases is not None:
+                    layer.bias.copy_(biases[l][m])
+        start = history["step"][-1] if history.get("step") else 0
+        t0 = time.perf_counter() - first.seconds[m]
+        for it, loss, loss0, res, sec in first.trace[m]:
+            _record(history, start + it, "lbfgs", {"loss": loss, "loss0": loss0, "acc": math.nan, "residual": res},
+                    time.perf_counter() - sec)
+        Xm = X if problem.shared else X[m]
+        ym = y if problem.shared else y[m]
+        newton_stop = min_eig = None
+        if m in newton_rows:
+            j = newton_rows.index(m)
+            newton_stop, min_eig = second.stops[j], float(second.min_eigenvalue[j])
+            # the L-BFGS stage's closing record is not kept apart: its point is the start of Newton's
+            pen = 0.5 * float(problem.lams[m] * (first.theta[m] ** 2 * problem.decay).sum())
+            _record(history, start + first.iterations[m], "lbfgs",
+                    {"loss": float(first.loss[m]), "loss0": float(first.loss[m]) - pen, "acc": math.nan,
+                     "residual": float(first.max_residuals[m])}, t0)
+            _record(history, start + first.iterations[m] + second.iterations[j], "newton", evaluate(net, Xm, ym, c),
+                    t0 - second.seconds[j])
+        else:
+            _record(history, start + first.iterations[m], "lbfgs", evaluate(net, Xm, ym, c), t0)
+        outcomes.append(PolishOutcome(first.stops[m], newton_stop, min_eig))
+    return outcomes
+
+
 def fingerprint(X: torch.Tensor, y: torch.Tensor) -> str:
     """sha256 of the data's bytes, so cached results are tied to the exact data."""
     h = hashlib.sha256()
@@ -342,10 +472,13 @@ def load_result(key: str, model: nn.Module, cfg: TrainConfig) -> TrainResult | N
     arrays, meta = hit
     if cfg.polish_tol is not None and meta.get("polish_stop") not in POLISH_STOPS:
         return None  # written before polishing recorded why it stopped: recompute
+    if meta.get("newton_stop") is not None and meta["newton_stop"] not in POLISH_STOPS:
+        return None
     model.to(dtype=torch.float64 if cfg.dtype == "float64" or cfg.polish_tol is not None else torch.float32)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
     return TrainResult(model, cfg, meta["history"], meta["residuals"], meta["final"], from_cache=True,
-                       polish_stop=meta.get("polish_stop"))
+                       polish_stop=meta.get("polish_stop"), newton_stop=meta.get("newton_stop"),
+                       min_eigenvalue=meta.get("min_eigenvalue"))
 
 
 def save_result(key: str, config: dict, result: TrainResult) -> bool:
@@ -355,7 +488,8 @@ def save_result(key: str, config: dict, result: TrainResult) -> bool:
     refuses the write: the result is still the caller's to use."""
     arrays = {k: v.detach().cpu().numpy() for k, v in result.model.state_dict().items()}
     return _cache.try_save(key, arrays, {"history": result.history, "residuals": result.residuals,
-                                         "final": result.final, "polish_stop": result.polish_stop},
+                                         "final": result.final, "polish_stop": result.polish_stop,
+                                         "newton_stop": result.newton_stop, "min_eigenvalue": result.min_eigenvalue},
                            config=config)
 
 
@@ -468,6 +602,9 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     lose the result, which is returned (the refusal is logged).
     """
     cfg.validate()
+    if cfg.newton_tol is not None and not isinstance(model, MLP):
+        raise ValueError(f"newton_tol needs a models.MLP (the Newton stage is nrc_utils.stationary's), got "
+                         f"{type(model).__name__}; set newton_tol=None")
     dev = pick_device(device)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     history: dict[str, list] = {}
@@ -484,20 +621,71 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     Xd, yd = X.to(dev, dtype), y.to(dev)
     start, buffers = checkpointer.resume(dev, dtype) if checkpointer else (0, None)
     run_sgd(model, Xd, yd, cfg, history, callback, start, buffers, checkpointer)
-    stop = None
+    outcome = None
     if cfg.polish_tol is not None:
         if checkpointer is not None and start < cfg.steps:
             checkpointer.save(cfg.steps)  # an interruption while polishing resumes from here
-        stop = polish(model, Xd, yd, cfg, history)
+        if isinstance(model, MLP):
+            outcome = polish_networks([model], Xd, yd, [cfg], [history])[0]
+        else:
+            outcome = PolishOutcome(polish(model, Xd, yd, cfg, history), None, None)
     Xd = Xd.to(next(model.parameters()).dtype)
     final = evaluate(model, Xd, yd, cfg)
     residuals = stationarity_residuals(model, Xd, yd, cfg.lam, cfg.loss, cfg.decay_bias) if cfg.lam > 0 else []
     model.cpu()
-    result = TrainResult(model, cfg, history, residuals, final, polish_stop=stop)
+    result = TrainResult(model, cfg, history, residuals, final)
+    if outcome is not None:
+        result.polish_stop, result.newton_stop, result.min_eigenvalue = \
+            outcome.polish_stop, outcome.newton_stop, outcome.min_eigenvalue
     if key is not None:
         save_result(key, key_config, result)
         checkpointer.discard()
     return result
+
+
+def polish_warm(models_: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfgs: list[TrainConfig],
+                device: str = "auto", use_cache: bool = True) -> list[TrainResult]:
+    """``[train(model, X, y, cfg, device) for model, cfg in zip(models_, cfgs)]`` for warm starts
+    (``cfg.steps == 0``, ``cfg.polish_tol`` set; e.g. SGD networks of an ensemble trained with
+    ``polish=False``), with the networks that are not cached polished together by one
+    :func:`polish_networks` call. Each result is cached under the key :func:`train` uses, so either
+    call hits the other's cache. The models are polished in place and returned on the CPU."""
+    if len(models_) != len(cfgs):
+        raise ValueError(f"got {len(models_)} models and {len(cfgs)} configs; pass one config per model")
+    for model, cfg in zip(models_, cfgs):
+        cfg.validate()
+        if cfg.steps != 0 or cfg.polish_tol is None:
+            raise ValueError(f"polish_warm polishes warm starts: every config needs steps=0 and a polish_tol, "
+                             f"got steps={cfg.steps}, polish_tol={cfg.polish_tol}; use train() for the others")
+        if not isinstance(model, MLP):
+            raise TypeError(f"polish_warm polishes models.MLP networks, got {type(model).__name__}; use train()")
+    dev = pick_device(device)
+    out: list[TrainResult | None] = [None] * len(models_)
+    keys: list[tuple[str, dict] | None] = [None] * len(models_)
+    if use_cache:
+        _cache.check_cache_dir()
+        for i, (model, cfg) in enumerate(zip(models_, cfgs)):
+            keys[i] = cache_key(model, cfg, X, y, device=dev)
+            out[i] = load_result(keys[i][0], model, cfg)
+    todo = [i for i, r in enumerate(out) if r is None]
+    histories: dict[int, dict[str, list]] = {i: {} for i in todo}
+    Xd, yd = X.to(dev, torch.float64), y.to(dev)
+    for i in todo:
+        models_[i].to(device=dev, dtype=torch.float64)
+        run_sgd(models_[i], Xd, yd, cfgs[i], histories[i])  # steps=0: the record of the start
+    if todo:
+        outcomes = polish_networks([models_[i] for i in todo], Xd, yd, [cfgs[i] for i in todo],
+                                   [histories[i] for i in todo])
+        for i, o in zip(todo, outcomes):
+            model, cfg = models_[i], cfgs[i]
+            final = evaluate(model, Xd, yd, cfg)
+            residuals = stationarity_residuals(model, Xd, yd, cfg.lam, cfg.loss, cfg.decay_bias)
+            model.cpu()
+            out[i] = TrainResult(model, cfg, histories[i], residuals, final, polish_stop=o.polish_stop,
+                                 newton_stop=o.newton_stop, min_eigenvalue=o.min_eigenvalue)
+            if keys[i] is not None:
+                save_result(*keys[i], out[i])
+    return out  # type: ignore[return-value]
 
 
 def history_frame(result: TrainResult) -> "object":
@@ -508,7 +696,7 @@ def history_frame(result: TrainResult) -> "object":
 
 
 __all__ = [
-    "Checkpointer", "DivergenceError", "POLISH_STOPS", "TrainConfig", "TrainResult", "batch_indices", "cache_key", "load_result", "save_result", "evaluate", "fingerprint", "history_frame",
-    "penalty", "polish", "regularised_loss", "run_sgd", "train",
+    "Checkpointer", "DivergenceError", "LBFGS_OPTIONS", "POLISH_METHOD", "POLISH_STOPS", "PolishOutcome", "TrainConfig", "TrainResult", "batch_indices", "cache_key", "load_result", "save_result", "evaluate", "fingerprint", "history_frame",
+    "penalty", "polish", "polish_networks", "polish_warm", "regularised_loss", "run_sgd", "train",
 ]
 

@@ -1,6 +1,7 @@
 """Tests for nrc_utils.ensemble: every member is the single run it stands for."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -168,7 +169,7 @@ def test_cache_shared_with_single_runs(digits256):
 
 
 def test_polish_reaches_tolerance(digits256):
-    """Each member is polished separately by train.polish (L-BFGS, float64) to the stationarity target."""
+    """The members are polished together (train.polish_networks: batched L-BFGS, float64) to the target."""
     X, y = digits256
     cfg = train.TrainConfig(lr=0.05, steps=50, record_every=50, polish_tol=1e-6, polish_chunk=20, polish_max_seconds=20)
     results = ensemble.train_ensemble(64, [8], 10, [5e-2, 1e-1], [0, 1], X, y, cfg, use_cache=False)
@@ -226,3 +227,21 @@ def test_signals_equal_autograd_for_every_member(digits256, activation, loss, bi
             h = inputs[l] if inputs[l].dim() == 2 else inputs[l][m]
             torch.testing.assert_close(h.T, ref.H, rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(deltas[l][m].T, ref.D, rtol=1e-10, atol=1e-12)
+
+
+def test_newton_stage_of_an_ensemble_is_that_of_single_runs(digits256):
+    """With newton_tol, every member ends at a residual <= newton_tol, with the smallest Hessian eigenvalue of
+    L_lambda, exactly as the single run of the same member (one solver for both)."""
+    X, y = digits256
+    cfg = train.TrainConfig(lr=0.05, steps=50, record_every=50, polish_tol=1e-6, polish_max_seconds=60,
+                            newton_tol=1e-12)
+    results = ensemble.train_ensemble(64, [8], 10, [5e-2, 1e-1], [0, 1], X, y, cfg, use_cache=False)
+    for r, (lam, seed) in zip(results, [(5e-2, 0), (1e-1, 1)]):
+        assert r.polish_stop == "target" and r.newton_stop == "target" and r.reached and r.target == 1e-12
+        assert r.max_residual <= 1e-12 and r.history["phase"][-1] == "newton"
+        assert r.min_eigenvalue is not None and math.isfinite(r.min_eigenvalue)
+        ref = train.train(MLP(64, [8], 10, seed=seed), X, y, dataclasses.replace(cfg, lam=lam, seed=seed),
+                          use_cache=False)
+        assert ref.newton_stop == r.newton_stop and ref.min_eigenvalue == pytest.approx(r.min_eigenvalue, rel=1e-6)
+        for a, b in zip(ref.model.state_dict().values(), r.model.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-9)

@@ -57,24 +57,59 @@ def test_bad_arguments_are_refused():
     assert rounded(math.inf, ".1e", 1) == "inf"
 
 
-def test_stop_summary_counts_and_explains():
+def _result(stop, res, target=1e-6, eig=None):
     from types import SimpleNamespace
 
+    return SimpleNamespace(stop=stop, max_residual=res, target=target, min_eigenvalue=eig)
+
+
+def test_stop_summary_counts_and_explains():
     from nrc_utils.report import stop_summary
 
-    def result(stop, res):
-        return SimpleNamespace(polish_stop=stop, max_residual=res, config=SimpleNamespace(polish_tol=1e-6))
-
-    done = [result("target", 4e-7), result("target", 9.04e-7)]
+    done = [_result("target", 4e-7), _result("target", 9.04e-7)]
     assert stop_summary(done, "nets") == "All 2 nets reached the target 1e-06 (largest residual at most 9.1e-07)."
-    mixed = done + [result("no progress", 1.2e-6), result("iteration cap", 3e-5), result(None, 0.5)]
+    mixed = done + [_result("no progress", 1.2e-6), _result("iteration cap", 3e-5), _result(None, 0.5, None),
+                    _result("time cap", 2e-6)]
     assert stop_summary(mixed, "nets") == (
-        "2 of 5 nets reached the target 1e-06; 1 stopped when a chunk of L-BFGS iterations no longer lowered "
-        "the loss (residuals up to 1.2e-06); 1 stopped at the iteration cap (residuals up to 3.0e-05); "
-        "1 were not polished (residuals up to 5.0e-01).")
+        "2 of 6 nets reached the target 1e-06; 1 stopped when no step lowered the loss (L-BFGS) or the residual "
+        "(Newton) any more (residuals up to 1.2e-06); 1 stopped at the iteration cap (residuals up to 3.0e-05); "
+        "1 stopped at the time cap (residuals up to 2.0e-06); 1 were not polished (residuals up to 5.0e-01).")
 
 
+def test_stop_summary_names_every_target():
+    """Networks whose last stage differs (Newton for tanh, L-BFGS for ReLU) have different targets: both are named."""
+    from nrc_utils.report import stop_summary
 
+    both = [_result("target", 3e-13, 1e-12), _result("target", 4e-7, 1e-6)]
+    assert stop_summary(both, "nets") == ("All 2 nets reached their targets (1e-12 or 1e-06) "
+                                          "(largest residual at most 4.0e-07).")
+
+
+def test_hessian_summary_every_branch():
+    from nrc_utils.report import hessian_summary
+
+    assert hessian_summary([_result("target", 1e-13, eig=2.14e-5), _result("target", 1e-13, eig=2.96e-4)], "nets") == (
+        "The Hessian of L_λ is positive definite at all 2 nets (smallest eigenvalue from 2.1e-05 to 3.0e-04): "
+        "strict local minima, not saddles.")
+    assert hessian_summary([_result("target", 1e-13, eig=-3.01e-3), _result("target", 1e-13, eig=-1e-4)], "nets") == (
+        "The Hessian of L_λ has a non-positive eigenvalue at all 2 nets (smallest eigenvalue from -3.1e-03 to "
+        "-1.0e-04): none is a strict local minimum.")
+    assert hessian_summary([_result("target", 1e-13, eig=-3.01e-3), _result("target", 1e-13, eig=5.55e-2),
+                            _result("no progress", 1e-5)], "nets") == (
+        "1 of the 2 nets with a computed Hessian are not strict local minima (smallest eigenvalue down to -3.1e-03); "
+        "at the other 1 the Hessian of L_λ is positive definite (smallest eigenvalue at least 5.5e-02). "
+        "It was not computed for 1 more (no Newton stage).")
+    assert hessian_summary([_result("target", 1e-13, eig=1e-3), _result("target", 1e-7, eig=float("nan"))],
+                           "nets") == ("The Hessian of L_λ is positive definite at 1 nets (smallest eigenvalue from "
+                                       "1.0e-03 to 1.0e-03): strict local minima, not saddles. It was not computed "
+                                       "for 1 more (no Newton stage).")
+    assert hessian_summary([_result("target", 1e-13, eig=3.14e-4)], "net") == (
+        "The Hessian of L_λ at the net is positive definite (smallest eigenvalue 3.1e-04): a strict local minimum, "
+        "not a saddle.")
+    assert hessian_summary([_result("target", 1e-13, eig=-2.01e-6)], "net") == (
+        "The Hessian of L_λ at the net has the non-positive smallest eigenvalue -2.1e-06: not a strict local minimum.")
+    assert hessian_summary([_result("no progress", 1e-3)], "nets") == (
+        "The Hessian's smallest eigenvalue was not computed for the nets (no Newton stage).")
 
 
 def test_subscript_turns_digits_into_subscripts():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nrc_utils import data, gradients, stationary, train
+from nrc_utils.losses import sample_losses
 from nrc_utils.models import MLP
 
 D, WIDTHS, K = 6, [5, 5], 3
@@ -227,3 +228,38 @@ def test_bad_input_is_refused():
         stationary.lbfgs(prob, theta, tol=[1e-6, 1e-6, 1e-6])
     with pytest.raises(ValueError, match="theta0 must be"):
         stationary.newton(prob, theta[:1])
+
+
+def test_trace_records_every_kth_iteration_with_L0_and_the_residual():
+    """``trace_every``: every member's ``(iteration, L_lambda, L_0, residual, seconds)`` after every k-th iteration;
+    with k = 1 the last entry is the returned point: L_lambda, L_0 and the residual of the returned network."""
+    prob, theta, X, y = problem([0.01, 0.05], per_member_data=True)
+    r = stationary.lbfgs(prob, theta, tol=1e-8, trace_every=5)
+    for m in range(2):
+        assert [t[0] for t in r.trace[m]] == list(range(5, r.iterations[m] + 1, 5))
+        seconds = [t[4] for t in r.trace[m]]
+        assert all(b >= a for a, b in zip(seconds, seconds[1:]))
+        assert all(L > L0 > 0 for _it, L, L0, _res, _sec in r.trace[m])
+    every = stationary.lbfgs(prob, theta, tol=1e-8, trace_every=1)
+    for m, net in enumerate(prob.mlps(every.theta)):
+        it, L, L0, res, _sec = every.trace[m][-1]
+        L_ref, out = train.regularised_loss(net, X[m], y[m], prob.lams[m].item(), "mse")
+        L0_ref = sample_losses(out, y[m], "mse").mean()
+        assert it == every.iterations[m] and L == pytest.approx(L_ref.item(), rel=1e-12)
+        assert L0 == pytest.approx(L0_ref.item(), rel=1e-9)
+        assert res == pytest.approx(book_residual(net, X[m], y[m], prob.lams[m].item()), rel=1e-8)
+    assert stationary.lbfgs(prob, theta, tol=1e-8).trace == [[], []]
+
+
+def test_forward_mode_products_write_no_warning():
+    """The Hessian-vector products (torch.func.jvp) load torch's decompositions at import, warning-free: a
+    chapter's stderr stays empty."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from nrc_utils import stationary, models;"
+            "X = torch.randn(8, 3, dtype=torch.float64); y = torch.arange(8) % 2;"
+            "p, t = stationary.Problem.from_mlps([models.MLP(3, [4], 2).double()], X, y, [0.1], 'mse');"
+            "p.hvp(t, torch.ones_like(t), *p.data(torch.arange(1)))")
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == "", out.stderr[-2000:]
