@@ -16,8 +16,10 @@ so compare the ratios of one run.
    gradient descent (lr 0.5, float64, ``ensemble.train_ensemble``), then to a residual below 1e-6:
    ``train.polish`` on each network in turn (``torch.optim.LBFGS``, history 100, strong Wolfe,
    checked every 50 iterations) against one call of ``stationary.lbfgs`` for all sixteen (history 20,
-   Armijo, checked every iteration). Then ``stationary.newton`` from the batched result to 1e-12,
-   with the smallest Hessian eigenvalue of every network.
+   Armijo, checked every iteration), and against the same ``stationary.lbfgs`` run on one network at a
+   time (what ``train.train`` does for a single MLP), which isolates the gain of batching. Then
+   ``stationary.newton`` from the batched result to 1e-12, with the smallest Hessian eigenvalue of
+   every network.
 2. Time per network to 1e-12 for the digits MLP 64-64-64-10 of ``benchmarks/benchmark.py`` part 3
    (tanh, no biases, ``lambda = 5e-3``, N = 1797, 1000 steps of full-batch GD at lr 0.5), with
    cross-entropy and with the square loss: ``stationary.lbfgs`` to 1e-6, then ``stationary.newton``
@@ -92,15 +94,25 @@ def part1(repeats: int, tol: float, max_seconds: float) -> dict:
     def batched():
         return stationary.lbfgs(problem, theta0, tol=tol, max_iter=10**6, max_seconds=max_seconds, history_size=20)
 
-    best = {"singles": [math.inf, math.inf], "batched": [math.inf, math.inf]}
+    def same_solver():
+        """stationary.lbfgs one network at a time (M = 1, as train.train polishes a single MLP)."""
+        out = []
+        for m, lam in enumerate(lams):
+            one, th = stationary.Problem.from_mlps([nets[m]], X, y, [lam], "mse")
+            out.append(stationary.lbfgs(one, th, tol=tol, max_iter=10**6, max_seconds=max_seconds, history_size=20))
+        return out
+
+    best = {"singles": [math.inf, math.inf], "batched": [math.inf, math.inf], "same_solver": [math.inf, math.inf]}
     for _ in range(repeats):
-        for name, fn in (("singles", singles), ("batched", batched)):
+        for name, fn in (("singles", singles), ("batched", batched), ("same_solver", same_solver)):
             out, wall, cpu = timed(fn)
             best[name] = [min(best[name][0], wall), min(best[name][1], cpu)]
             if name == "singles":
                 s_out = out
-            else:
+            elif name == "batched":
                 b_out = out
+            else:
+                o_out = out
     s_res = [book_residual(n, X, y, lam, "mse") for (n, _s, _i), lam in zip(s_out, lams)]
     b_res = [book_residual(n, X, y, lam, "mse") for n, lam in zip(problem.mlps(b_out.theta), lams)]
     iters_s = [i for _n, _s, i in s_out]
@@ -115,6 +127,9 @@ def part1(repeats: int, tol: float, max_seconds: float) -> dict:
         "iterations_singles": iters_s, "iterations_batched": b_out.iterations,
         "batched_iterations": len(b_out.batch_sizes),
         "ms_per_batched_iteration": 1000 * best["batched"][0] / max(1, len(b_out.batch_sizes)),
+        "polish_same_solver_singles_s": best["same_solver"][0],
+        "polish_speedup_same_solver": best["same_solver"][0] / best["batched"][0],
+        "iterations_same_solver_singles": [o.iterations[0] for o in o_out],
     }
     print(f"   one by one (train.polish): {r['polish_singles_s']:.1f} s ({r['polish_singles_cpu_s']:.1f} s CPU), "
           f"{sum(iters_s)} iterations in all, largest final residual {r['max_final_residual_singles']:.2e}, "
@@ -124,6 +139,9 @@ def part1(repeats: int, tol: float, max_seconds: float) -> dict:
           f"({r['ms_per_batched_iteration']:.2f} ms each), largest final residual {r['max_final_residual_batched']:.2e}, "
           f"stops {sorted(set(b_out.stops))}")
     print(f"   speed-up {r['polish_speedup']:.2f}x wall ({r['polish_speedup_cpu']:.2f}x CPU)")
+    print(f"   the same solver one network at a time (stationary.lbfgs, M = 1): {r['polish_same_solver_singles_s']:.1f} s, "
+          f"{sum(r['iterations_same_solver_singles'])} iterations in all: batching alone gives "
+          f"{r['polish_speedup_same_solver']:.2f}x")
     # Newton from the batched result
     nt, wall, cpu = timed(lambda: stationary.newton(problem, b_out.theta, tol=1e-12))
     n_res = [book_residual(n, X, y, lam, "mse") for n, lam in zip(problem.mlps(nt.theta), lams)]

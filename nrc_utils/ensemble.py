@@ -493,8 +493,8 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
         results[m] = TrainResult(net, c, history, residuals, final)
         if m in outcomes:
             o = outcomes[m]
-            results[m].polish_stop, results[m].newton_stop, results[m].min_eigenvalue = \
-                o.polish_stop, o.newton_stop, o.min_eigenvalue
+            results[m].polish_stop, results[m].newton_stop, results[m].min_eigenvalue, results[m].max_eigenvalue = \
+                o.polish_stop, o.newton_stop, o.min_eigenvalue, o.max_eigenvalue
         if keys[m] is not None:
             _train.save_result(*keys[m], results[m])
             _train.Checkpointer(keys[m][0], net, history, math.inf).discard()

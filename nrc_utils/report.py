@@ -127,40 +127,67 @@ def stop_summary(results: "list", what: str) -> str:
     return f"{n} of {m} {what} reached {_targets(results)}; " + "; ".join(others) + "."
 
 
+#: A smallest Hessian eigenvalue within this fraction of the largest one (in absolute value) is zero up to
+#: rounding (the value of ``nrc_utils.stationary.ZERO_RTOL``, repeated so that this module stays light).
+HESSIAN_ZERO_RTOL = 1e-10
+
+
+def hessian_kind(min_eigenvalue: float, max_eigenvalue: float | None) -> str:
+    """``"minimum"`` (smallest eigenvalue of the Hessian above ``HESSIAN_ZERO_RTOL`` times the largest in absolute
+    value), ``"saddle"`` (below minus that), or ``"flat"`` (zero up to rounding: a flat direction, e.g. a
+    continuous symmetry of the network). Without the largest eigenvalue the sign decides (zero is flat)."""
+    scale = HESSIAN_ZERO_RTOL * abs(max_eigenvalue) if max_eigenvalue is not None and math.isfinite(max_eigenvalue) \
+        else 0.0
+    if min_eigenvalue > scale:
+        return "minimum"
+    if min_eigenvalue < -scale:
+        return "saddle"
+    return "flat"
+
+
 def hessian_summary(results: "list", what: str) -> str:
     """One sentence on the smallest eigenvalue of the Hessian of ``L_lambda`` at each of ``results``
-    (``train.TrainResult.min_eigenvalue``, computed with the Newton stage): positive at a strict local
-    minimum, negative at a saddle. Networks without it (no Newton stage: not smooth, or not polished)
-    are counted apart.
+    (``train.TrainResult.min_eigenvalue`` and ``max_eigenvalue``, computed with the Newton stage), read by
+    :func:`hessian_kind`: a strict local minimum, a flat direction (zero up to rounding), or a saddle.
+    Networks without it (no Newton stage: not smooth, or not polished) are counted apart.
 
     e.g. "The Hessian of L_λ is positive definite at all 5 networks of the sweep (smallest eigenvalue
     from 2.1e-05 to 3.0e-04): strict local minima, not saddles."
     """
-    values = [r.min_eigenvalue for r in results if r.min_eigenvalue is not None and math.isfinite(r.min_eigenvalue)]
-    missing = len(results) - len(values)
-    if not values:
+    done = [r for r in results if r.min_eigenvalue is not None and math.isfinite(r.min_eigenvalue)]
+    missing = len(results) - len(done)
+    if not done:
         return f"The Hessian's smallest eigenvalue was not computed for the {what} (no Newton stage)."
-    pos = [v for v in values if v > 0]
-    neg = [v for v in values if v <= 0]
+    kinds = {"minimum": [], "flat": [], "saddle": []}
+    for r in done:
+        kinds[hessian_kind(r.min_eigenvalue, getattr(r, "max_eigenvalue", None))].append(r.min_eigenvalue)
+    flat_words = (f"zero up to rounding (at most {HESSIAN_ZERO_RTOL:.0e} of the largest eigenvalue in absolute "
+                  "value: a flat direction, along which second order cannot tell a minimum from a saddle)")
     if len(results) == 1:
-        v = values[0]
-        if v > 0:
+        v = done[0].min_eigenvalue
+        if kinds["minimum"]:
             return (f"The Hessian of L_λ at the {what} is positive definite (smallest eigenvalue "
                     f"{rounded(v, '.1e', -1)}): a strict local minimum, not a saddle.")
-        return (f"The Hessian of L_λ at the {what} has the non-positive smallest eigenvalue {rounded(v, '.1e', -1)}: "
-                "not a strict local minimum.")
-    if not neg:
+        if kinds["flat"]:
+            return f"The smallest eigenvalue of the Hessian of L_λ at the {what}, {v:.1e}, is {flat_words}."
+        return (f"The Hessian of L_λ at the {what} has the negative smallest eigenvalue {rounded(v, '.1e', -1)}: "
+                "a saddle, not a local minimum.")
+    if len(kinds["minimum"]) == len(done):
+        pos = kinds["minimum"]
         text = (f"The Hessian of L_λ is positive definite at {'all ' if not missing else ''}{len(pos)} {what} "
                 f"(smallest eigenvalue from {rounded(min(pos), '.1e', -1)} to {rounded(max(pos), '.1e', +1)}): "
                 "strict local minima, not saddles.")
-    elif not pos:
-        text = (f"The Hessian of L_λ has a non-positive eigenvalue at {'all ' if not missing else ''}{len(neg)} {what} "
-                f"(smallest eigenvalue from {rounded(min(neg), '.1e', -1)} to {rounded(max(neg), '.1e', +1)}): "
-                "none is a strict local minimum.")
     else:
-        text = (f"{len(neg)} of the {len(values)} {what} with a computed Hessian are not strict local minima "
-                f"(smallest eigenvalue down to {rounded(min(neg), '.1e', -1)}); at the other {len(pos)} the Hessian "
-                f"of L_λ is positive definite (smallest eigenvalue at least {rounded(min(pos), '.1e', -1)}).")
+        parts = []
+        if kinds["minimum"]:
+            parts.append(f"{len(kinds['minimum'])} are strict local minima (smallest eigenvalue at least "
+                         f"{rounded(min(kinds['minimum']), '.1e', -1)})")
+        if kinds["flat"]:
+            parts.append(f"{len(kinds['flat'])} have a smallest eigenvalue that is {flat_words}")
+        if kinds["saddle"]:
+            parts.append(f"{len(kinds['saddle'])} are saddles (smallest eigenvalue down to "
+                         f"{rounded(min(kinds['saddle']), '.1e', -1)})")
+        text = (f"Of the {len(done)} {what} with a computed Hessian of L_λ, " + "; ".join(parts) + ".")
     if missing:
         text += f" It was not computed for {missing} more (no Newton stage)."
     return text

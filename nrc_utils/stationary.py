@@ -85,6 +85,10 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning)
     torch.autograd.forward_ad._maybe_load_decompositions()
 
+#: Hessian eigenvalues below ``ZERO_RTOL`` times the largest one, in absolute value, are zero up to rounding:
+#: Newton's pseudo-inverse step ignores them, and :func:`extreme_eigenvalues` reads them as flat directions.
+ZERO_RTOL = 1e-10
+
 #: Full-batch evaluations run over chunks of samples so that one activation tensor
 #: (members x width x samples) holds at most this many numbers.
 EVAL_ELEMENTS = 2**24
@@ -352,7 +356,8 @@ class NewtonResult:
     they raised the residual (the returned point is the best one seen, never one of those);
     ``negative_curvature``: Newton-CG solves that met negative curvature; ``seconds`` per member
     (the Newton steps of its chunk; the eigenvalue not included);
-    ``lams`` the members' lambdas.
+    ``lams`` the members' lambdas; ``max_eigenvalue`` ``(M,)`` the largest Hessian eigenvalue of ``L_lambda``
+    (the scale against which ``min_eigenvalue`` is zero or not, :data:`ZERO_RTOL`).
     """
 
     theta: torch.Tensor
@@ -369,6 +374,7 @@ class NewtonResult:
     negative_curvature: list[int]
     seconds: list[float]
     lams: torch.Tensor
+    max_eigenvalue: torch.Tensor | None = None
 
     @property
     def max_residuals(self) -> torch.Tensor:
@@ -673,10 +679,13 @@ def _cg(hvp, g: torch.Tensor, eta: torch.Tensor, max_iter: int) -> tuple[torch.T
     return p, negative, iters
 
 
-def lanczos_min_eigenvalue(problem: Problem, theta: torch.Tensor, m: int, tol: float = 1e-10,
-                           seed: int = 0) -> float:
-    """Smallest eigenvalue of the Hessian of ``L_lambda / lambda^2`` of member ``m`` at ``theta`` ``(1, P)``
-    by Lanczos (``scipy.sparse.linalg.eigsh``, ``which="SA"``) on Hessian-vector products."""
+def lanczos_eigenvalue(problem: Problem, theta: torch.Tensor, m: int, which: str = "SA", tol: float = 1e-10,
+                       seed: int = 0) -> float:
+    """The smallest (``which="SA"``) or largest (``"LA"``) eigenvalue of the Hessian of ``L_lambda / lambda^2``
+    of member ``m`` at ``theta`` ``(1, P)``, by Lanczos (``scipy.sparse.linalg.eigsh``) on Hessian-vector
+    products."""
+    if which not in ("SA", "LA"):
+        raise ValueError(f"which must be 'SA' (smallest) or 'LA' (largest), got {which!r}")
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     idx = torch.tensor([m], device=problem.device)
@@ -689,37 +698,66 @@ def lanczos_min_eigenvalue(problem: Problem, theta: torch.Tensor, m: int, tol: f
     P = theta.shape[1]
     op = LinearOperator((P, P), matvec=matvec, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(P)
-    vals = eigsh(op, k=1, which="SA", tol=tol, v0=v0, ncv=min(P, 40), maxiter=max(1000, 10 * P),
+    vals = eigsh(op, k=1, which=which, tol=tol, v0=v0, ncv=min(P, 40), maxiter=max(1000, 10 * P),
                  return_eigenvectors=False)
-    return float(vals.min())
+    return float(vals.min() if which == "SA" else vals.max())
 
 
-def min_eigenvalues(problem: Problem, theta: torch.Tensor, dense_max_params: int = 1000,
-                    memory_bytes: int = 2**29, lanczos_tol: float = 1e-10) -> torch.Tensor:
-    """The smallest eigenvalue of the Hessian of ``L_lambda`` of every member at ``theta`` ``(M, P)``, ``(M,)``.
+def lanczos_min_eigenvalue(problem: Problem, theta: torch.Tensor, m: int, tol: float = 1e-10,
+                           seed: int = 0) -> float:
+    """:func:`lanczos_eigenvalue` with ``which="SA"``: the smallest eigenvalue."""
+    return lanczos_eigenvalue(problem, theta, m, "SA", tol, seed)
 
-    ``lambda_m^2`` times that of ``L_lambda / lambda^2``: ``torch.linalg.eigvalsh`` of the dense
+
+def extreme_eigenvalues(problem: Problem, theta: torch.Tensor, dense_max_params: int = 3000,
+                        memory_bytes: int = 2**29, lanczos_tol: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(smallest, largest)``, each ``(M,)``: the extreme eigenvalues of the Hessian of ``L_lambda`` of every
+    member at ``theta`` ``(M, P)``.
+
+    ``lambda_m^2`` times those of ``L_lambda / lambda^2``: ``torch.linalg.eigvalsh`` of the dense
     Hessians (:meth:`Problem.hessians`, members in chunks of about ``memory_bytes``) when
-    ``P <= dense_max_params``, else Lanczos (:func:`lanczos_min_eigenvalue`). Positive: a strict
-    local minimum; negative: a saddle (or a maximum)."""
+    ``P <= dense_max_params``, else Lanczos (:func:`lanczos_eigenvalue`, both ends). A smallest eigenvalue
+    above ``ZERO_RTOL`` times the largest: a strict local minimum; below minus that: a saddle; in
+    between: zero up to rounding, a flat direction (a continuous symmetry of the network, for one)."""
     M, P = theta.shape
-    out = torch.empty(M, dtype=torch.float64, device=problem.device)
+    low = torch.empty(M, dtype=torch.float64, device=problem.device)
+    high = torch.empty_like(low)
     if P <= dense_max_params:
         chunk = max(1, memory_bytes // (3 * 8 * P * P))
         for c0 in range(0, M, chunk):
             ids = torch.arange(c0, min(M, c0 + chunk), device=problem.device)
             H = problem.hessians(theta[ids], *problem.data(ids), max_elements=memory_bytes // 16)
-            out[ids] = torch.linalg.eigvalsh(H)[:, 0]
+            ev = torch.linalg.eigvalsh(H)
+            low[ids], high[ids] = ev[:, 0], ev[:, -1]
     else:
         for m in range(M):
-            out[m] = lanczos_min_eigenvalue(problem, theta[m:m + 1], m, lanczos_tol)
-    return out * problem.lams**2
+            low[m] = lanczos_eigenvalue(problem, theta[m:m + 1], m, "SA", lanczos_tol)
+            high[m] = lanczos_eigenvalue(problem, theta[m:m + 1], m, "LA", lanczos_tol)
+    return low * problem.lams**2, high * problem.lams**2
+
+
+def min_eigenvalues(problem: Problem, theta: torch.Tensor, dense_max_params: int = 3000,
+                    memory_bytes: int = 2**29, lanczos_tol: float = 1e-10) -> torch.Tensor:
+    """The smallest eigenvalue of the Hessian of ``L_lambda`` of every member at ``theta`` ``(M, P)``, ``(M,)``
+    (:func:`extreme_eigenvalues`'s first half)."""
+    return extreme_eigenvalues(problem, theta, dense_max_params, memory_bytes, lanczos_tol)[0]
+
+
+def _pseudo_inverse_step(H: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``-H^+ g`` per member (``H`` ``(m, P, P)`` symmetric, ``g`` ``(m, P)``) from ``eigh``, eigenvalues below
+    ``ZERO_RTOL`` times the largest (in absolute value) left out: the Newton step restricted to the directions
+    where ``H`` is not flat (a continuous symmetry makes ``H`` singular, and an LU solve then steps far along it)."""
+    ev, V = torch.linalg.eigh(H)
+    cut = ev.abs().max(1, keepdim=True).values * ZERO_RTOL
+    inv = torch.where(ev.abs() > cut, 1.0 / ev, torch.zeros_like(ev))
+    coeff = torch.bmm(V.transpose(1, 2), -g[:, :, None]).squeeze(2) * inv
+    return torch.bmm(V, coeff[:, :, None]).squeeze(2)
 
 
 def newton(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] = 1e-12, max_iter: int = 20,
            max_seconds: float = 600.0, dense_max_params: int = 3000, memory_bytes: int = 2**29,
            cg_max_iter: int = 2000, max_backtracks: int = 12, raise_factor: float = 1e4, max_raises: int = 2,
-           patience: int = 4, eigenvalues: bool = True, eig_dense_max_params: int = 1000,
+           patience: int = 4, eigenvalues: bool = True, eig_dense_max_params: int = 3000,
            lanczos_tol: float = 1e-10) -> NewtonResult:
     """Newton's method for ``grad L_lambda = 0``, batched over members, from ``theta0`` ``(M, P)``.
 
@@ -807,11 +845,7 @@ def newton(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] 
                 info = torch.stack([inf for _sol, inf in solved])
                 broken = (info != 0) | ~torch.isfinite(p).all(1)
                 if broken.any():  # singular: pseudo-inverse from the eigendecomposition
-                    ev, V = torch.linalg.eigh(Hk[broken])
-                    cut = ev.abs().max(1, keepdim=True).values * P * 1e-15
-                    inv = torch.where(ev.abs() > cut, 1.0 / ev, torch.zeros_like(ev))
-                    coeff = torch.bmm(V.transpose(1, 2), -ga[broken][:, :, None]).squeeze(2) * inv
-                    p[broken] = torch.bmm(V, coeff[:, :, None]).squeeze(2)
+                    p[broken] = _pseudo_inverse_step(Hk[broken], ga[broken])
             else:
                 def hvp(sel: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
                     rows = active[sel]
@@ -827,6 +861,18 @@ def newton(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] 
             lower = rmax < ra
             allowed = torch.isfinite(rmax) & (rmax < raise_factor * best["res"][active]) & (in_row[active] < max_raises)
             take = lower | allowed
+            if dense and not lower.all():  # a singular Hessian: try the step restricted to its non-flat directions
+                sel = (~lower).nonzero().flatten()
+                p_pinv = _pseudo_inverse_step(Hk[sel], ga[sel])
+                _ft2, gt2, Lt2, rt2 = problem.evaluate(xa[sel] + p_pinv, *rows_data(active[sel]))
+                better = rt2.max(1).values < ra[sel]
+                if better.any():
+                    rows = sel[better]
+                    p[rows] = p_pinv[better]
+                    gt[rows], Lt[rows], rt[rows] = gt2[better], Lt2[better], rt2[better]
+                    rmax[rows] = rt2.max(1).values[better]
+                    lower[rows] = True
+                    take[rows] = True
             acc_rows = active[take]
             x[acc_rows], g[acc_rows], rho[acc_rows], L[acc_rows], res[acc_rows] = \
                 (xa + p)[take], gt[take], rt[take], Lt[take], rmax[take]
@@ -873,11 +919,11 @@ def newton(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] 
     method = ["dense" if dense else "cg"] * M
     eig_method = ["eigvalsh" if P <= eig_dense_max_params else "lanczos"] * M
     if eigenvalues:
-        eig = min_eigenvalues(problem, theta, eig_dense_max_params, memory_bytes, lanczos_tol)
+        eig, eig_max = extreme_eigenvalues(problem, theta, eig_dense_max_params, memory_bytes, lanczos_tol)
     else:
-        eig = torch.full((M,), math.nan, dtype=torch.float64, device=dev)
+        eig = eig_max = torch.full((M,), math.nan, dtype=torch.float64, device=dev)
     return NewtonResult(theta, [str(s) for s in stops], iterations, res_out, loss_out, start_res, eig, method,
-                        eig_method, backtracked, raised, negative, seconds, problem.lams)
+                        eig_method, backtracked, raised, negative, seconds, problem.lams, eig_max)
 
 
 @dataclass
@@ -911,5 +957,6 @@ def polish(problem: Problem, theta0: torch.Tensor, lbfgs_tol: float | Sequence[f
     return StationaryResult(first, second)
 
 
-__all__ = ["EVAL_ELEMENTS", "LBFGSResult", "NewtonResult", "POLISH_STOPS", "Problem", "StationaryResult",
-           "lanczos_min_eigenvalue", "lbfgs", "min_eigenvalues", "newton", "polish"]
+__all__ = ["EVAL_ELEMENTS", "LBFGSResult", "NewtonResult", "POLISH_STOPS", "Problem", "StationaryResult", "ZERO_RTOL",
+           "extreme_eigenvalues", "lanczos_eigenvalue", "lanczos_min_eigenvalue", "lbfgs", "min_eigenvalues", "newton",
+           "polish"]

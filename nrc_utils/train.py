@@ -139,7 +139,8 @@ class TrainResult:
     when the run was not polished; ``newton_stop`` why Newton's stage stopped (``None`` when it
     did not run); ``min_eigenvalue`` the smallest eigenvalue of the Hessian of ``L_lambda`` at the
     returned weights (computed with the Newton stage; ``None`` otherwise): positive at a strict
-    local minimum, negative at a saddle.
+    local minimum, negative at a saddle; ``max_eigenvalue`` the largest one, the scale that says whether
+    the smallest is zero up to rounding (``nrc_utils.stationary.ZERO_RTOL``).
     """
 
     model: nn.Module
@@ -151,6 +152,7 @@ class TrainResult:
     polish_stop: str | None = None
     newton_stop: str | None = None
     min_eigenvalue: float | None = None
+    max_eigenvalue: float | None = None
 
     @property
     def max_residual(self) -> float:
@@ -355,6 +357,7 @@ class PolishOutcome:
     polish_stop: str
     newton_stop: str | None
     min_eigenvalue: float | None
+    max_eigenvalue: float | None = None
 
 
 def polish_networks(nets: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfgs: list[TrainConfig],
@@ -416,10 +419,10 @@ def polish_networks(nets: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfg
                     time.perf_counter() - sec)
         Xm = X if problem.shared else X[m]
         ym = y if problem.shared else y[m]
-        newton_stop = min_eig = None
+        newton_stop = min_eig = max_eig = None
         if m in newton_rows:
             j = newton_rows.index(m)
-            newton_stop, min_eig = second.stops[j], float(second.min_eigenvalue[j])
+            newton_stop, min_eig, max_eig = second.stops[j], float(second.min_eigenvalue[j]), float(second.max_eigenvalue[j])
             # the L-BFGS stage's closing record is not kept apart: its point is the start of Newton's
             pen = 0.5 * float(problem.lams[m] * (first.theta[m] ** 2 * problem.decay).sum())
             _record(history, start + first.iterations[m], "lbfgs",
@@ -429,7 +432,7 @@ def polish_networks(nets: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfg
                     t0 - second.seconds[j])
         else:
             _record(history, start + first.iterations[m], "lbfgs", evaluate(net, Xm, ym, c), t0)
-        outcomes.append(PolishOutcome(first.stops[m], newton_stop, min_eig))
+        outcomes.append(PolishOutcome(first.stops[m], newton_stop, min_eig, max_eig))
     return outcomes
 
 
@@ -478,7 +481,7 @@ def load_result(key: str, model: nn.Module, cfg: TrainConfig) -> TrainResult | N
     model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
     return TrainResult(model, cfg, meta["history"], meta["residuals"], meta["final"], from_cache=True,
                        polish_stop=meta.get("polish_stop"), newton_stop=meta.get("newton_stop"),
-                       min_eigenvalue=meta.get("min_eigenvalue"))
+                       min_eigenvalue=meta.get("min_eigenvalue"), max_eigenvalue=meta.get("max_eigenvalue"))
 
 
 def save_result(key: str, config: dict, result: TrainResult) -> bool:
@@ -489,7 +492,8 @@ def save_result(key: str, config: dict, result: TrainResult) -> bool:
     arrays = {k: v.detach().cpu().numpy() for k, v in result.model.state_dict().items()}
     return _cache.try_save(key, arrays, {"history": result.history, "residuals": result.residuals,
                                          "final": result.final, "polish_stop": result.polish_stop,
-                                         "newton_stop": result.newton_stop, "min_eigenvalue": result.min_eigenvalue},
+                                         "newton_stop": result.newton_stop, "min_eigenvalue": result.min_eigenvalue,
+                                         "max_eigenvalue": result.max_eigenvalue},
                            config=config)
 
 
@@ -635,8 +639,8 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     model.cpu()
     result = TrainResult(model, cfg, history, residuals, final)
     if outcome is not None:
-        result.polish_stop, result.newton_stop, result.min_eigenvalue = \
-            outcome.polish_stop, outcome.newton_stop, outcome.min_eigenvalue
+        result.polish_stop, result.newton_stop, result.min_eigenvalue, result.max_eigenvalue = \
+            outcome.polish_stop, outcome.newton_stop, outcome.min_eigenvalue, outcome.max_eigenvalue
     if key is not None:
         save_result(key, key_config, result)
         checkpointer.discard()
@@ -682,7 +686,8 @@ def polish_warm(models_: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfgs
             residuals = stationarity_residuals(model, Xd, yd, cfg.lam, cfg.loss, cfg.decay_bias)
             model.cpu()
             out[i] = TrainResult(model, cfg, histories[i], residuals, final, polish_stop=o.polish_stop,
-                                 newton_stop=o.newton_stop, min_eigenvalue=o.min_eigenvalue)
+                                 newton_stop=o.newton_stop, min_eigenvalue=o.min_eigenvalue,
+                                 max_eigenvalue=o.max_eigenvalue)
             if keys[i] is not None:
                 save_result(*keys[i], out[i])
     return out  # type: ignore[return-value]

@@ -57,10 +57,10 @@ def test_bad_arguments_are_refused():
     assert rounded(math.inf, ".1e", 1) == "inf"
 
 
-def _result(stop, res, target=1e-6, eig=None):
+def _result(stop, res, target=1e-6, eig=None, eig_max=None):
     from types import SimpleNamespace
 
-    return SimpleNamespace(stop=stop, max_residual=res, target=target, min_eigenvalue=eig)
+    return SimpleNamespace(stop=stop, max_residual=res, target=target, min_eigenvalue=eig, max_eigenvalue=eig_max)
 
 
 def test_stop_summary_counts_and_explains():
@@ -85,29 +85,47 @@ def test_stop_summary_names_every_target():
                                           "(largest residual at most 4.0e-07).")
 
 
+def test_hessian_kind_reads_the_smallest_eigenvalue_against_the_largest():
+    from nrc_utils import stationary
+    from nrc_utils.report import HESSIAN_ZERO_RTOL, hessian_kind
+
+    assert HESSIAN_ZERO_RTOL == stationary.ZERO_RTOL
+    assert hessian_kind(2e-9, 10.0) == "minimum" and hessian_kind(-2e-9, 10.0) == "saddle"
+    assert hessian_kind(5e-10, 10.0) == "flat" and hessian_kind(-5e-10, 10.0) == "flat"
+    assert hessian_kind(1e-30, None) == "minimum" and hessian_kind(0.0, None) == "flat"
+    assert hessian_kind(-1e-30, float("nan")) == "saddle"
+
+
 def test_hessian_summary_every_branch():
     from nrc_utils.report import hessian_summary
 
-    assert hessian_summary([_result("target", 1e-13, eig=2.14e-5), _result("target", 1e-13, eig=2.96e-4)], "nets") == (
+    assert hessian_summary([_result("target", 1e-13, eig=2.14e-5, eig_max=3.0),
+                            _result("target", 1e-13, eig=2.96e-4, eig_max=3.0)], "nets") == (
         "The Hessian of L_λ is positive definite at all 2 nets (smallest eigenvalue from 2.1e-05 to 3.0e-04): "
         "strict local minima, not saddles.")
-    assert hessian_summary([_result("target", 1e-13, eig=-3.01e-3), _result("target", 1e-13, eig=-1e-4)], "nets") == (
-        "The Hessian of L_λ has a non-positive eigenvalue at all 2 nets (smallest eigenvalue from -3.1e-03 to "
-        "-1.0e-04): none is a strict local minimum.")
-    assert hessian_summary([_result("target", 1e-13, eig=-3.01e-3), _result("target", 1e-13, eig=5.55e-2),
+    flat = ("zero up to rounding (at most 1e-10 of the largest eigenvalue in absolute value: a flat direction, "
+            "along which second order cannot tell a minimum from a saddle)")
+    assert hessian_summary([_result("target", 1e-13, eig=-3.01e-3, eig_max=1.0),
+                            _result("target", 1e-13, eig=1e-13, eig_max=2.0),
+                            _result("target", 1e-13, eig=5.55e-2, eig_max=1.0),
                             _result("no progress", 1e-5)], "nets") == (
-        "1 of the 2 nets with a computed Hessian are not strict local minima (smallest eigenvalue down to -3.1e-03); "
-        "at the other 1 the Hessian of L_λ is positive definite (smallest eigenvalue at least 5.5e-02). "
-        "It was not computed for 1 more (no Newton stage).")
+        "Of the 3 nets with a computed Hessian of L_λ, 1 are strict local minima (smallest eigenvalue at least "
+        f"5.5e-02); 1 have a smallest eigenvalue that is {flat}; 1 are saddles (smallest eigenvalue down to "
+        "-3.1e-03). It was not computed for 1 more (no Newton stage).")
+    assert hessian_summary([_result("target", 1e-13, eig=-1.2e-12, eig_max=5.0),
+                            _result("target", 1e-13, eig=1.5e-15, eig_max=5.0)], "nets") == (
+        f"Of the 2 nets with a computed Hessian of L_λ, 2 have a smallest eigenvalue that is {flat}.")
     assert hessian_summary([_result("target", 1e-13, eig=1e-3), _result("target", 1e-7, eig=float("nan"))],
                            "nets") == ("The Hessian of L_λ is positive definite at 1 nets (smallest eigenvalue from "
                                        "1.0e-03 to 1.0e-03): strict local minima, not saddles. It was not computed "
                                        "for 1 more (no Newton stage).")
-    assert hessian_summary([_result("target", 1e-13, eig=3.14e-4)], "net") == (
+    assert hessian_summary([_result("target", 1e-13, eig=3.14e-4, eig_max=1.0)], "net") == (
         "The Hessian of L_λ at the net is positive definite (smallest eigenvalue 3.1e-04): a strict local minimum, "
         "not a saddle.")
-    assert hessian_summary([_result("target", 1e-13, eig=-2.01e-6)], "net") == (
-        "The Hessian of L_λ at the net has the non-positive smallest eigenvalue -2.1e-06: not a strict local minimum.")
+    assert hessian_summary([_result("target", 1e-13, eig=-2.01e-6, eig_max=1.0)], "net") == (
+        "The Hessian of L_λ at the net has the negative smallest eigenvalue -2.1e-06: a saddle, not a local minimum.")
+    assert hessian_summary([_result("target", 1e-13, eig=-2.0e-14, eig_max=1.0)], "net") == (
+        f"The smallest eigenvalue of the Hessian of L_λ at the net, -2.0e-14, is {flat}.")
     assert hessian_summary([_result("no progress", 1e-3)], "nets") == (
         "The Hessian's smallest eigenvalue was not computed for the nets (no Newton stage).")
 

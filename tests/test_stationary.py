@@ -263,3 +263,22 @@ def test_forward_mode_products_write_no_warning():
             "p.hvp(t, torch.ones_like(t), *p.data(torch.arange(1)))")
     out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stderr == "", out.stderr[-2000:]
+
+
+def test_newton_reaches_1e_12_where_a_symmetry_makes_the_hessian_singular():
+    """A deep linear network (identity activation) is invariant under W_2 -> W_2 Q^T, W_1 -> Q W_1 (Q orthogonal),
+    so its Hessian is singular at every stationary point: an LU step moves along the flat directions and stalls
+    near 1e-11 (measured: chapter 5's problem, depth 2 and 3); the pseudo-inverse step reaches 1e-12, and the
+    smallest eigenvalue is zero up to rounding against the largest (stationary.ZERO_RTOL), read as flat."""
+    from nrc_utils.experiments import deep_linear_networks as dln
+
+    pr = dln.whitened_problem([0.33, 0.26, 0.2, 0.15, 0.1, 0.065, 0.045, 0.025], 8, 12, 20, 0)
+    nets_ = [MLP(12, [12], 8, "identity", False, seed=s).double() for s in range(2)]
+    prob, theta = stationary.Problem.from_mlps(nets_, pr.X.double(), pr.y, [0.01, 0.02], "mse")
+    first = stationary.lbfgs(prob, theta, tol=1e-6)
+    r = stationary.newton(prob, first.theta, tol=1e-12)
+    assert r.stops == ["target", "target"] and (r.max_residuals <= 1e-12).all()
+    assert (r.max_eigenvalue > 0).all()
+    assert (r.min_eigenvalue.abs() <= stationary.ZERO_RTOL * r.max_eigenvalue).all()
+    _low, high = stationary.extreme_eigenvalues(prob, r.theta, dense_max_params=10)  # Lanczos at both ends
+    assert torch.allclose(high, r.max_eigenvalue, rtol=1e-6)
