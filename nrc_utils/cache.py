@@ -56,14 +56,15 @@ log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 #: The modules of ``nrc_utils`` whose source decides a cached result (:func:`code_fingerprint`):
-#: training (``train``, ``ensemble``), what it calls (``models``, ``losses``, ``gradients``,
-#: ``device``), the data it is trained on (``data``), this module (the format of an entry) and
+#: training (``train``, ``ensemble``, and ``stationary``, which polishes every MLP), what it calls
+#: (``models``, ``losses``, ``gradients``, ``device``), the data it is trained on (``data``), this
+#: module (the format of an entry) and
 #: ``__init__`` (the version). Modules that only measure or report a trained network
 #: (``spectral``, ``collapse``, ``truncation``, ``report``, ...) are left out, so editing them
 #: does not retrain the book; a computation cached with :func:`cached` that depends on one of
 #: them puts a version of its own into its configuration.
 CODE_MODULES = ("__init__.py", "cache.py", "data.py", "device.py", "ensemble.py", "gradients.py", "losses.py",
-                "models.py", "train.py")
+                "models.py", "stationary.py", "train.py")
 
 
 class CacheDirError(ValueError):

@@ -457,3 +457,36 @@ def test_newton_stage_needs_an_mlp(mixture):
     with pytest.raises(ValueError, match="newton_tol needs a models.MLP"):
         train.train(model, mixture.X, mixture.y, TrainConfig(lam=1e-2, steps=1, polish_tol=1e-6, newton_tol=1e-12),
                     use_cache=False)
+
+
+def test_polish_warm_is_train_with_steps_0_for_every_network(mixture):
+    """polish_warm polishes warm starts together; each result is the one train(model, cfg) gives with steps=0
+    (same solver, same key: either call hits the other's cache)."""
+    starts = []
+    for seed, lam in ((1, 1e-2), (2, 3e-2)):
+        r = train.train(models.MLP(mixture.d, [6], 3, seed=seed), mixture.X, mixture.y,
+                        TrainConfig(lam=lam, lr=0.1, steps=30, seed=seed), use_cache=False)
+        starts.append((r.model, TrainConfig(lam=lam, lr=0.1, steps=0, seed=seed, polish_tol=1e-6, newton_tol=1e-12)))
+    together = train.polish_warm([copy.deepcopy(m) for m, _ in starts], mixture.X, mixture.y, [c for _, c in starts],
+                                 device="cpu")
+    for (model, cfg), r in zip(starts, together):
+        assert r.reached and r.max_residual <= 1e-12 and r.min_eigenvalue is not None and r.history["step"][0] == 0
+        alone = train.train(copy.deepcopy(model), mixture.X, mixture.y, cfg, device="cpu")
+        assert alone.from_cache  # the key train() uses
+        assert same_state(state(alone.model), state(r.model))
+    again = train.polish_warm([copy.deepcopy(m) for m, _ in starts], mixture.X, mixture.y, [c for _, c in starts],
+                              device="cpu")
+    assert all(r.from_cache for r in again)
+
+
+def test_polish_warm_refuses_what_it_does_not_polish(mixture):
+    net = models.MLP(mixture.d, [4], 3)
+    with pytest.raises(ValueError, match="steps=0 and a polish_tol"):
+        train.polish_warm([net], mixture.X, mixture.y, [TrainConfig(lam=1e-2, steps=5, polish_tol=1e-6)])
+    with pytest.raises(ValueError, match="steps=0 and a polish_tol"):
+        train.polish_warm([net], mixture.X, mixture.y, [TrainConfig(lam=1e-2, steps=0)])
+    with pytest.raises(ValueError, match="one config per model"):
+        train.polish_warm([net, net], mixture.X, mixture.y, [TrainConfig(lam=1e-2, steps=0, polish_tol=1e-6)])
+    with pytest.raises(TypeError, match="models.MLP"):
+        train.polish_warm([torch.nn.Linear(mixture.d, 3)], mixture.X, mixture.y,
+                          [TrainConfig(lam=1e-2, steps=0, polish_tol=1e-6)])
