@@ -24,7 +24,8 @@ Three stages, as in :mod:`nrc_utils.stationary`:
    ``torch.func.functional_call``, ``vmap``-ed over blocks of basis vectors; ``P`` up to a few
    thousand), to ``residual <= tol`` (``1e-12``) where it gets there, with the guard of
    :func:`nrc_utils.stationary.newton` (a full step when it lowers the residual, or raises it by less
-   than ``raise_factor`` at most ``max_raises`` times in a row; else halving; "no progress" when no
+   than ``raise_factor`` at most ``max_raises`` times in a row; else the pseudo-inverse step, which
+   leaves out the flat directions of a continuous symmetry; else halving; "no progress" when no
    step helps or the best residual is stale for ``patience`` steps; the best point is returned);
 3. the smallest eigenvalue of the Hessian of ``L_lambda`` at the returned point
    (``torch.linalg.eigvalsh``): positive at a strict local minimum, negative at a saddle.
@@ -179,7 +180,8 @@ class SolverConfig:
     ``lbfgs_max_iter``, ``max_seconds`` of wall time per stage), then Newton to ``tol`` (at most
     ``newton_max_iter`` steps) when the network has at most ``dense_max_params`` decayed parameters;
     the guard's ``raise_factor``, ``max_raises``, ``max_backtracks`` and ``patience`` as in
-    :func:`nrc_utils.stationary.newton`."""
+    :func:`nrc_utils.stationary.newton`; when the full Newton step is refused, the pseudo-inverse step
+    (eigenvalues below ``pinv_rtol`` times the largest in magnitude left out) is tried before halving."""
 
     lbfgs_tol: float = 1e-6
     tol: float = 1e-12
@@ -192,6 +194,7 @@ class SolverConfig:
     max_raises: int = 2
     max_backtracks: int = 12
     patience: int = 4
+    pinv_rtol: float = 1e-10
 
 
 def lbfgs(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, loss: str,
@@ -265,6 +268,16 @@ def newton(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, loss:
         trial = state(cur["x"] + p)
         ok = math.isfinite(trial["res"]) and (
             trial["res"] < cur["res"] or (trial["res"] < cfg.raise_factor * best["res"] and in_row < cfg.max_raises))
+        if not ok:
+            # flat directions (a continuous symmetry: rotations of a residual stream or of a two-factor
+            # product) make H singular up to round-off, and the solve's huge components along them leave
+            # the curved orbit; the pseudo-inverse step ignores eigenvalues below pinv_rtol * max |ev|
+            ev, V = torch.linalg.eigh(H)
+            keep = ev.abs() > cfg.pinv_rtol * ev.abs().max()
+            q = V @ (torch.where(keep, 1.0 / ev, torch.zeros_like(ev)) * (V.T @ -cur["g"]))
+            alt = state(cur["x"] + q)
+            if math.isfinite(alt["res"]) and alt["res"] < cur["res"]:
+                trial, ok, p = alt, True, q
         if ok:
             in_row = in_row + 1 if trial["res"] >= cur["res"] else 0
         else:

@@ -68,7 +68,7 @@ def test_conv_rank_sentence_branches():
     assert text.startswith("The patch matrices have rank 9 of 9 for conv1, 36 of 36 for conv2: full column rank")
     assert "exactly the rank of its signal matrix" in text
     text = prose.conv_rank_sentence(_conv([9, 27, 24], [4, 5, 7], [4, 6, 7]))
-    assert "27 of 36 for conv2: where one is rank-deficient" in text and "differs from that of its signal" in text
+    assert "27 of 36 for conv2: where one is rank-deficient, the patches themselves restrict" in text and "differs from that of its signal" in text
     none = _conv([9, 36, 24], [4, 6, 7], [4, 6, 7]).assign(reached=False)
     assert prose.conv_rank_sentence(none).startswith("No convolution")
 

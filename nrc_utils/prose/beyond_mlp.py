@@ -119,8 +119,8 @@ def conv_rank_sentence(matrices: pd.DataFrame) -> str:
         parts.append(f"{span(g['rank_U'])} of {q} for {name}")
     first = ("The patch matrices have rank " + ", ".join(parts)
              + (": full column rank, so the patches restrict nothing" if full else
-                ": where one is rank-deficient, a filter of the layer below is zero at the stationary point, "
-                "and the patches restrict the kernel to the columns that remain"))
+                ": where one is rank-deficient, the patches themselves restrict the kernel's rank (its rows lie "
+                "in their row space)"))
     eq_D = bool((conv["rank"] == conv["rank_D"]).all())
     second = ("every reshaped kernel has exactly the rank of its signal matrix $D$: the bound that binds is the "
               "signals' (the column side of $\\lambda W = -\\frac{1}{N}D^\\top U$)"
