@@ -2,7 +2,6 @@
 rank bound, the cluster bounds on rows, the attention balancedness identity (any weights, and at a
 polished point), the residual MLP's shapes and its stream symmetry, the sequence task."""
 
-import math
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ contradictions."""
 import math
 
 import pandas as pd
-import pytest
 
 from nrc_utils.prose import beyond_mlp as prose
 
@@ -51,7 +50,7 @@ def test_flat_sentence_match_mismatch_empty():
     ok = pd.DataFrame({"lam": [0.1, 0.2], "seed": [0, 0], "n_zero_eigs": [20, 26], "predicted_zero_eigs": [20, 26]})
     assert prose.flat_sentence(ok, "the rotations") == (
         "The number of zero Hessian eigenvalues equals the dimension of the orbit of the rotations in all 2 "
-        "networks (20, 26): every flat direction is that symmetry, and there is no other.")
+        "networks (20, 26), as it must if every flat direction is one of that symmetry and there is no other.")
     bad = ok.assign(n_zero_eigs=[20, 27])
     text = prose.flat_sentence(bad, "the rotations")
     assert text.startswith("**The number of zero Hessian eigenvalues differs") and "λ = 0.2, seed 0: 27 measured, 26 predicted" in text

@@ -435,4 +435,4 @@ def lambda_trend(frame: pd.DataFrame, col: str, by: str = "matrix") -> dict[str,
 
 __all__ = ["AttentionResult", "CNNResult", "ImageData", "PARAMETERS", "ResidualResult", "attention_experiment",
            "cnn_experiment", "digits_flat", "image_data", "lambda_trend", "residual_experiment", "residual_range",
-           "rotation_dim", "solver", "training_device"]
+           "rotation_dim", "solver", "stream_basis", "training_device"]

@@ -9,7 +9,7 @@ Numbers in "at most" / "at least" sentences are rounded in the safe direction
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import pandas as pd
 
@@ -78,7 +78,8 @@ def eigen_sentence(nets: pd.DataFrame, what: str) -> str:
         out.append(f"{counts['minimum']} of {n} {what} are strict local minima (every Hessian eigenvalue positive)")
     if counts["flat"]:
         out.append(f"{counts['flat']} of {n} have no negative Hessian eigenvalue but some that are zero up to "
-                   "round-off (a minimum up to flat directions; see the symmetries below)")
+                   "round-off (a minimum up to flat directions, or a degenerate point that the Hessian cannot tell "
+                   "apart)")
     if counts["saddle"]:
         out.append(f"**{counts['saddle']} of {n} are saddle points** (a negative eigenvalue beyond round-off)")
     if counts["unknown"]:
@@ -95,8 +96,8 @@ def flat_sentence(nets: pd.DataFrame, symmetry: str) -> str:
     values = ", ".join(f"{int(a)}" for a in sorted(set(nets["n_zero_eigs"])))
     if same.all():
         return (f"The number of zero Hessian eigenvalues equals the dimension of the orbit of {symmetry} "
-                f"in all {len(nets)} networks ({values}): every flat direction is that symmetry, and there is "
-                "no other.")
+                f"in all {len(nets)} networks ({values}), as it must if every flat direction is one of that "
+                "symmetry and there is no other.")
     bad = nets[~same]
     pairs = "; ".join(f"λ = {r['lam']:g}, seed {int(r['seed'])}: {int(r['n_zero_eigs'])} measured, "
                       f"{int(r['predicted_zero_eigs'])} predicted" for r in bad.to_dict("records"))
