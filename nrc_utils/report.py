@@ -145,11 +145,12 @@ def hessian_kind(min_eigenvalue: float, max_eigenvalue: float | None) -> str:
     return "flat"
 
 
-def hessian_summary(results: "list", what: str) -> str:
+def hessian_summary(results: "list", what: str, why_missing: str = "no Newton stage") -> str:
     """One sentence on the smallest eigenvalue of the Hessian of ``L_lambda`` at each of ``results``
     (``train.TrainResult.min_eigenvalue`` and ``max_eigenvalue``, computed with the Newton stage), read by
     :func:`hessian_kind`: a strict local minimum, a flat direction (zero up to rounding), or a saddle.
-    Networks without it (no Newton stage: not smooth, or not polished) are counted apart.
+    Networks without it are counted apart, with ``why_missing`` (by default: no Newton stage, i.e. not
+    smooth or not polished; a chapter that leaves large networks out says so).
 
     e.g. "The Hessian of L_λ is positive definite at all 5 networks of the sweep (smallest eigenvalue
     from 2.1e-05 to 3.0e-04): strict local minima, not saddles."
@@ -157,7 +158,7 @@ def hessian_summary(results: "list", what: str) -> str:
     done = [r for r in results if r.min_eigenvalue is not None and math.isfinite(r.min_eigenvalue)]
     missing = len(results) - len(done)
     if not done:
-        return f"The Hessian's smallest eigenvalue was not computed for the {what} (no Newton stage)."
+        return f"The Hessian's smallest eigenvalue was not computed for the {what} ({why_missing})."
     kinds = {"minimum": [], "flat": [], "saddle": []}
     for r in done:
         kinds[hessian_kind(r.min_eigenvalue, getattr(r, "max_eigenvalue", None))].append(r.min_eigenvalue)
@@ -189,7 +190,7 @@ def hessian_summary(results: "list", what: str) -> str:
                          f"{rounded(min(kinds['saddle']), '.1e', -1)})")
         text = (f"Of the {len(done)} {what} with a computed Hessian of L_λ, " + "; ".join(parts) + ".")
     if missing:
-        text += f" It was not computed for {missing} more (no Newton stage)."
+        text += f" It was not computed for {missing} more ({why_missing})."
     return text
 
 

@@ -80,7 +80,9 @@ class TrainConfig:
     ``newton_tol`` (with ``polish_tol``; MLPs only) adds the Newton stage after L-BFGS: at most
     ``newton_max_iter`` Newton steps and ``polish_max_seconds`` of wall time, to a residual at or
     below ``newton_tol``, skipped for non-smooth activations (ReLU), whose Hessian does not exist
-    at every point.
+    at every point. The Newton stage ends with the extreme eigenvalues of the Hessian of ``L_lambda``
+    for networks of at most ``hessian_max_params`` parameters (``None``: every network); above it
+    they are not computed (Lanczos needs thousands of Hessian-vector products on such networks).
     """
 
     lam: float = 1e-3
@@ -99,6 +101,7 @@ class TrainConfig:
     polish_chunk: int = 50
     newton_tol: float | None = None
     newton_max_iter: int = 20
+    hessian_max_params: int | None = None
 
     def validate(self) -> "TrainConfig":
         """Refuse bad input with one line saying what to do."""
@@ -125,6 +128,9 @@ class TrainConfig:
             if isinstance(self.newton_tol, bool) or not isinstance(self.newton_tol, numbers.Real) \
                     or not (0 < self.newton_tol < math.inf):
                 raise ValueError(f"newton_tol must be a finite number > 0 (or None: no Newton stage), got {self.newton_tol!r}")
+        if self.hessian_max_params is not None and (not _is_int(self.hessian_max_params) or self.hessian_max_params < 0):
+            raise ValueError(f"hessian_max_params must be an integer >= 0 or None (every network), "
+                             f"got {self.hessian_max_params!r}")
         return self
 
 
@@ -400,9 +406,11 @@ def polish_networks(nets: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfg
         sub = stationary.Problem(problem.d_in, problem.widths, problem.d_out, X if problem.shared else X[rows],
                                  y if problem.shared else y[rows], problem.lams[rows], problem.loss, problem.activation,
                                  problem.bias, problem.decay_bias, [problem.seeds[m] for m in newton_rows])
+        caps = [cfgs[m].hessian_max_params for m in newton_rows]
         second = stationary.newton(sub, theta[rows], tol=[cfgs[m].newton_tol for m in newton_rows],
                                    max_iter=max(cfgs[m].newton_max_iter for m in newton_rows),
-                                   max_seconds=max(cfgs[m].polish_max_seconds for m in newton_rows))
+                                   max_seconds=max(cfgs[m].polish_max_seconds for m in newton_rows),
+                                   eigenvalues=all(cap is None or problem.P <= cap for cap in caps))
         theta[rows] = second.theta
     weights, biases = problem.unflatten(theta)
     outcomes = []
@@ -422,7 +430,9 @@ def polish_networks(nets: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfg
         newton_stop = min_eig = max_eig = None
         if m in newton_rows:
             j = newton_rows.index(m)
-            newton_stop, min_eig, max_eig = second.stops[j], float(second.min_eigenvalue[j]), float(second.max_eigenvalue[j])
+            newton_stop = second.stops[j]
+            if math.isfinite(float(second.min_eigenvalue[j])):
+                min_eig, max_eig = float(second.min_eigenvalue[j]), float(second.max_eigenvalue[j])
             # the L-BFGS stage's closing record is not kept apart: its point is the start of Newton's
             pen = 0.5 * float(problem.lams[m] * (first.theta[m] ** 2 * problem.decay).sum())
             _record(history, start + first.iterations[m], "lbfgs",

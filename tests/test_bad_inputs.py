@@ -49,6 +49,12 @@ CASES = [
     ("06_real_data", "test_fraction", "0.0"),
     ("06_real_data", "widths", "[]"),
     ("06_real_data", "momentum", "-0.5"),
+    ("07_beyond_the_mlp", "cnn_lambdas", "[]"),
+    ("07_beyond_the_mlp", "cnn_channels", "[4]"),
+    ("07_beyond_the_mlp", "cnn_kernel", "5"),
+    ("07_beyond_the_mlp", "att_d", "4"),
+    ("07_beyond_the_mlp", "claim_tol", "-1.0"),
+    ("07_beyond_the_mlp", "activation", "relu"),
 ]
 
 

@@ -94,7 +94,7 @@ def test_forecast_curves_local_branch_only_where_zero_wins():
 # ---------------------------------------------------------------------------------------------
 
 TINY = dict(depths=[2, 3], lambdas=[0.02], width=3, init_scale=1.0, lr=0.2, gd_steps=100, polish_tol=1e-6,
-            polish_max_iter=500, polish_max_seconds=30.0)
+            polish_max_iter=500, polish_max_seconds=30.0, newton_tol=1e-12)
 SIGMA = [0.45, 0.2, 0.05]  # 0.05 < sigma_c(0.02, 3) = 0.106 and < sigma_e: set to zero at depth 3
 
 

@@ -120,7 +120,7 @@ def test_digits_size_counts_what_the_subset_keeps():
 
 TINY = dict(seed=0, gm_K=3, gm_d=6, gm_n_per_class=8, gm_s=0.3, gm_mean_scale=2.0, gm_widths=[5],
             digits_per_class=3, digits_widths=[5, 5], loss="ce", gd_steps=4, gd_lr=0.1, polish_tol=1e-7,
-            polish_max_iter=50, polish_max_seconds=10.0, device="cpu")
+            polish_max_iter=50, polish_max_seconds=10.0, newton_tol=1e-12, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +155,15 @@ def test_stationarity_sweep_tables(tiny):
     s = sweep.summary
     assert len(s) == 2 * 2 * 2 and list(s.columns) == ["data", "activation", "λ", "seed", "max residual ρ",
                                                        "L-BFGS iterations", "L-BFGS seconds", "train accuracy",
-                                                       "L_λ", "stopped by"]
+                                                       "L_λ", "stopped by", "λ_min(H)"]
     r = sweep.result("digits", "tanh", 0.01, 0)
     row = s[(s.data == "digits") & (s.activation == "tanh") & (s["λ"] == 0.01)].iloc[0]
-    assert row["max residual ρ"] == r.max_residual and row["stopped by"] == r.polish_stop
+    assert row["max residual ρ"] == r.max_residual and row["stopped by"] == r.stop
+    assert row["λ_min(H)"] == r.min_eigenvalue and r.newton_stop is not None  # tanh: the Newton stage ran
+    relu = s[s.activation == "relu"]
+    assert relu["λ_min(H)"].isna().all()  # ReLU: no Newton stage, no Hessian
     curves = ee.residual_curves(sweep, seed=0)
-    assert set(curves.phase) <= {"sgd", "lbfgs"} and len(curves) == sum(len(r.history["step"]) for r in sweep.runs.values())
+    assert set(curves.phase) == {"sgd", "lbfgs", "newton"} and len(curves) == sum(len(r.history["step"]) for r in sweep.runs.values())
     layers = ee.layer_residuals(sweep)
     assert len(layers) == 4 * 2 + 4 * 3  # Gaussian mixture: 2 layers, digits: 3
     assert layers.reached.dtype == bool

@@ -95,7 +95,7 @@ def test_input_tcv_tables_and_summary():
 
 
 TINY = {**GOOD, "K": 2, "d": 4, "n_per_class": 6, "widths": [5, 5], "gd_steps": 40, "lr": 0.3,
-        "polish_tol": 1e-4, "polish_max_iter": 300, "polish_max_seconds": 10.0, "s_grid": [0.1, 0.2, 0.4],
+        "polish_tol": 1e-4, "polish_max_iter": 300, "polish_max_seconds": 10.0, "newton_tol": 1e-12, "s_grid": [0.1, 0.2, 0.4],
         "lambdas": [0.01, 0.03], "min_fit_points": 2, "floor_factor": 0.0}
 
 
@@ -110,7 +110,7 @@ def test_train_grid_one_network_per_cell(tiny):
     spec, run, _ = tiny
     assert set(run.results) == {(s, lam, 0) for s in spec.s_grid for lam in spec.lambdas}
     assert list(run.networks.columns) == ["s", "lambda", "seed", "max_l ρ_l", "target", "stopped by", "reached",
-                                          "train accuracy", "L_lambda"]
+                                          "λ_min(H)", "train accuracy", "L_lambda"]
     assert (run.networks["reached"] == (run.networks["stopped by"] == "target")).all()
     # the same noise draws for every s: the data differ by s * xi only
     X1, X2 = run.mixes[0.1].X.double(), run.mixes[0.2].X.double()

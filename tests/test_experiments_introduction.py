@@ -62,7 +62,8 @@ def test_each_bad_value_is_refused_in_one_line_naming_the_parameter(name, value,
 # ---------------------------------------------------------------------------------------------
 
 TINY = dict(seed=0, widths=[6, 6], activation="tanh", loss="ce", lam_wd=0.05, lr=0.1, momentum=0.9,
-            batch_size=16, steps=10, polish_tol=1e-4, polish_max_iter=300, polish_max_seconds=30.0)
+            batch_size=16, steps=10, polish_tol=1e-4, polish_max_iter=300, polish_max_seconds=30.0,
+            newton_tol=1e-12)
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,10 @@ def fake_runs(pb, missed=()):
                     for layer, M in zip(models.weight_layers(model), Ws):
                         layer.weight.copy_(torch.as_tensor(M) * (1 + 1e-6 * (sd + 1)))
                 miss = (L, lam, sd) in missed
-                runs[(L, lam, sd)] = SimpleNamespace(model=model, polish_stop="iteration cap" if miss else "target",
-                                                     max_residual=1e-3 if miss else 1e-7, final={"loss": 0.0})
+                stop = "iteration cap" if miss else "target"
+                runs[(L, lam, sd)] = SimpleNamespace(model=model, polish_stop=stop, stop=stop, reached=not miss,
+                                                     min_eigenvalue=None, max_residual=1e-3 if miss else 1e-7,
+                                                     final={"loss": 0.0})
     return runs
 
 

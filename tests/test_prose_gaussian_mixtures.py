@@ -12,7 +12,7 @@ from nrc_utils.prose import gaussian_mixtures as pr
 
 SPEC = gm.Spec(seed=0, n_seeds=1, K=3, d=16, n_per_class=30, mean_scale=1.0, widths=[16, 16, 16], activation="tanh",
                loss="mse", lr=0.5, gd_steps=300, polish_tol=1e-6, polish_max_iter=8000, polish_max_seconds=120.0,
-               train_device="cpu", s_grid=[0.05, 0.1, 0.2, 0.4], lambdas=[0.003, 0.006, 0.012, 0.024],
+               newton_tol=1e-12, train_device="cpu", s_grid=[0.05, 0.1, 0.2, 0.4], lambdas=[0.003, 0.006, 0.012, 0.024],
                rank_rtol=1e-3, floor_factor=10.0, min_fit_points=3, tcv_d_grid=[2, 8], tcv_s_grid=[0.3],
                tcv_draws=4)
 
@@ -27,7 +27,7 @@ def test_setup_values_quote_the_parameters():
     v = pr.setup_values(SPEC)
     assert v["arch"] == "16 → 16 → 16 → 16 → 3" and v["s_grid"] == "0.05, 0.1, 0.2, 0.4"
     assert (v["N"], v["L"], v["expo_s"], v["expo_lam"], v["expo_lam_abs"]) == (90, 4, 1.0, -2.5, 2.5)
-    assert v["lambdas"] == "0.003, 0.006, 0.012, 0.024" and v["tol"] == 1e-6
+    assert v["lambdas"] == "0.003, 0.006, 0.012, 0.024" and v["tol"] == 1e-6 and v["newton_tol"] == 1e-12
 
 
 def _result(stop, residual, acc=1.0, tol=1e-6):
@@ -40,12 +40,14 @@ def test_training_values_all_reached_some_missed_and_none():
     assert v["stop_summary"].startswith("All 2 networks of the grid reached the target 1e-06")
     assert (v["n_networks"], v["n_reached"], v["res_max_up"], v["res_min_dn"], v["acc_min"]) == \
         (2, 2, "9.4e-07", "2.5e-07", 0.98)
+    assert v["hessian"] == "The Hessian's smallest eigenvalue was not computed for the networks of the grid (no Newton stage)."
     v = pr.training_values([_result("target", 5e-7), _result("iteration cap", 3.21e-6)])
     assert v["n_reached"] == 1 and "1 stopped at the iteration cap (residuals up to 3.3e-06)" in v["stop_summary"]
     v = pr.training_values([_result("time cap", 3e-5), _result("no progress", 2e-6)])
     assert v["n_reached"] == 0 and v["stop_summary"].startswith("0 of 2 networks of the grid reached")
     v = pr.training_values([])
     assert (v["n_networks"], v["n_reached"], v["res_max_up"]) == (0, 0, "n/a") and math.isnan(v["acc_min"])
+    assert v["hessian"] == ""
 
 
 def test_propagation_and_bounds_verdicts():

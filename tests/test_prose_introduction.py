@@ -18,11 +18,12 @@ def test_architecture_activation_and_loss_names():
 
 @pytest.mark.parametrize("stop, expected", [
     ("target", "reached"),
-    ("iteration cap", "not reached: L-BFGS stopped at its iteration cap"),
-    ("time cap", "not reached: L-BFGS stopped at its time cap"),
-    ("no progress", "not reached: L-BFGS stopped when it no longer lowered the loss"),
+    ("iteration cap", "not reached: polishing stopped at its iteration cap"),
+    ("time cap", "not reached: polishing stopped at its time cap"),
+    ("no progress", "not reached: polishing stopped when no step lowered the loss (L-BFGS) or the residual (Newton) "
+                    "any more"),
     (None, "not reached: the network was not polished"),
-    ("something new", "not reached: L-BFGS stopped (something new)"),
+    ("something new", "not reached: polishing stopped (something new)"),
 ])
 def test_polish_note_names_what_stopped_lbfgs(stop, expected):
     assert prose.polish_note(stop) == expected

@@ -293,3 +293,8 @@ def test_across_sets_every_branch():
     for missing in ((None, b), (a, None), (None, None), (a, {**b, "n_reached": 0})):
         assert prose.across_sets("Digits", missing[0], "Fashion-MNIST", missing[1]) == (
             "Digits and Fashion-MNIST are not set side by side in this build.")
+
+
+def test_hessian_skipped_names_the_parameter_and_the_cost():
+    assert prose.hessian_skipped(3000) == ("more than 3,000 parameters, the chapter's hessian_max_params: the Lanczos "
+                                           "iteration would take minutes per network on a laptop CPU")

@@ -128,6 +128,10 @@ def test_hessian_summary_every_branch():
         f"The smallest eigenvalue of the Hessian of L_λ at the net, -2.0e-14, is {flat}.")
     assert hessian_summary([_result("no progress", 1e-3)], "nets") == (
         "The Hessian's smallest eigenvalue was not computed for the nets (no Newton stage).")
+    assert hessian_summary([_result("target", 1e-13)], "nets", "more than 3000 parameters") == (
+        "The Hessian's smallest eigenvalue was not computed for the nets (more than 3000 parameters).")
+    assert hessian_summary([_result("target", 1e-13, eig=1e-3, eig_max=1.0), _result("target", 1e-13)], "nets",
+                           "too large") .endswith("It was not computed for 1 more (too large).")
 
 
 def test_subscript_turns_digits_into_subscripts():

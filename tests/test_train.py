@@ -490,3 +490,16 @@ def test_polish_warm_refuses_what_it_does_not_polish(mixture):
     with pytest.raises(TypeError, match="models.MLP"):
         train.polish_warm([torch.nn.Linear(mixture.d, 3)], mixture.X, mixture.y,
                           [TrainConfig(lam=1e-2, steps=0, polish_tol=1e-6)])
+
+
+def test_hessian_max_params_leaves_the_eigenvalues_of_larger_networks_out(mixture):
+    """Above hessian_max_params the Newton stage still runs (residual <= newton_tol) but no eigenvalue is computed."""
+    net = lambda: models.MLP(mixture.d, [6], 3, seed=1)  # noqa: E731  (8*6 + 6*3 = 66 parameters)
+    base = dict(lam=1e-2, lr=0.1, steps=50, polish_tol=1e-6, newton_tol=1e-12)
+    small = train.train(net(), mixture.X, mixture.y, TrainConfig(**base, hessian_max_params=66), use_cache=False)
+    assert small.reached and small.min_eigenvalue is not None and small.max_eigenvalue > small.min_eigenvalue > 0
+    large = train.train(net(), mixture.X, mixture.y, TrainConfig(**base, hessian_max_params=65), use_cache=False)
+    assert large.reached and large.max_residual <= 1e-12
+    assert large.min_eigenvalue is None and large.max_eigenvalue is None
+    message = one_line_value_error({"hessian_max_params": -1}, mixture)
+    assert "hessian_max_params must be an integer >= 0" in message

@@ -14,6 +14,7 @@ declares ``PARAMETERS`` (:class:`nrc_utils.params.Rules`), the rules of its chap
 | 04 Gaussian mixtures | :mod:`.gaussian_mixtures` |
 | 05 Deep linear networks | :mod:`.deep_linear_networks` |
 | 06 Experiments on real data | :mod:`.real_data` |
+| 07 Beyond the MLP | :mod:`.beyond_mlp` |
 
 The sentences a chapter glues are built by the matching module of :mod:`nrc_utils.prose`, its
 figures drawn by the matching module of :mod:`nrc_utils.figures`.

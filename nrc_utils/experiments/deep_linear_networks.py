@@ -64,6 +64,7 @@ PARAMETERS = params.Rules("05_deep_linear_networks", {
     "polish_tol": params.number(gt=0),
     "polish_max_iter": params.integer(ge=1),
     "polish_max_seconds": params.number(gt=0),
+    "newton_tol": params.number(gt=0),
     "match_rtol": params.number(gt=0, lt=1),
 }, relations=_check_relations)
 
@@ -106,13 +107,14 @@ def whitened_problem(sigma_A: Sequence[float], K: int, d: int, n_per_class: int,
 
 def train_networks(problem: Problem, *, depths: Sequence[int], lambdas: Sequence[float], seeds: Sequence[int],
                    width: int, init_scale: float, lr: float, gd_steps: int, polish_tol: float,
-                   polish_max_iter: int, polish_max_seconds: float, device: str = "cpu",
+                   polish_max_iter: int, polish_max_seconds: float, newton_tol: float, device: str = "cpu",
                    **_: Any) -> dict[tuple[int, float, int], train.TrainResult]:
     """``{(L, lambda, seed): TrainResult}``: a deep linear network of depth ``L`` and hidden width
     ``width`` (:func:`nrc_utils.models.deep_linear`, weights ``N(0, init_scale^2 / fan_in)`` from
     ``seed``) trained on the square loss by ``gd_steps`` steps of full-batch gradient descent in
     float64, then float64 L-BFGS until every layer's relative residual is below ``polish_tol``
-    (:func:`nrc_utils.train.train`, cached). Extra keyword arguments are ignored."""
+    and Newton's method to ``newton_tol`` (:func:`nrc_utils.train.train`, cached). Extra keyword arguments
+    are ignored."""
     runs = {}
     for L in depths:
         for lam in lambdas:
@@ -120,7 +122,8 @@ def train_networks(problem: Problem, *, depths: Sequence[int], lambdas: Sequence
                 model = models.deep_linear(problem.d, width, L, problem.K, seed=sd, init_scale=init_scale)
                 cfg = train.TrainConfig(lam=lam, loss="mse", lr=lr, steps=gd_steps, seed=sd, dtype="float64",
                                         record_every=max(1, gd_steps // 5), polish_tol=polish_tol,
-                                        polish_max_iter=polish_max_iter, polish_max_seconds=polish_max_seconds)
+                                        polish_max_iter=polish_max_iter, polish_max_seconds=polish_max_seconds,
+                                        newton_tol=newton_tol)
                 runs[(L, lam, sd)] = train.train(model, problem.X, problem.y, cfg, device=device)
     return runs
 
@@ -212,7 +215,7 @@ def compare_with_forecast(runs: Mapping[tuple[int, float, int], train.TrainResul
         Ws = [W.detach().double().numpy() for W in models.weight_matrices(r.model)]
         c, off = deep_linear.in_basis_of(deep_linear.end_to_end(Ws), A)  # (min(K, d),)
         s_fc = deep_linear.forecast_spectrum(sig, lam, L)
-        reached = r.polish_stop == "target"
+        reached = r.reached
         at_forecast = np.abs(c - s_fc) <= tol
         for i, (ci, si, sa) in enumerate(zip(c, s_fc, sig), start=1):
             sv_rows.append({**key, "i": i, "sigma_A": sa, "forecast": si, "trained": ci, "error": abs(ci - si),
@@ -230,7 +233,8 @@ def compare_with_forecast(runs: Mapping[tuple[int, float, int], train.TrainResul
             scale = max(np.linalg.norm(Ws[l + 1].T @ Ws[l + 1]), np.linalg.norm(Ws[l] @ Ws[l].T))
             bal_rows.append({**key, "pair": l + 1, "imbalance": imb[l], "certificate": cert[l] / scale,
                              "reached": reached})
-        net_rows.append({**key, "residual": r.max_residual, "stop": r.polish_stop, "reached": reached,
+        net_rows.append({**key, "residual": r.max_residual, "stop": r.stop, "reached": reached,
+                         "min_eigenvalue": float("nan") if r.min_eigenvalue is None else r.min_eigenvalue,
                          "loss_gap": r.final["loss"] - deep_linear.forecast_loss(sig, lam, L, problem.const),
                          "max_error": float(np.abs(c - s_fc).max()), "off_diagonal": off,
                          "forecast_zeros": int(np.sum(s_fc == 0)), "trained_zeros": int(np.sum(c <= tol)),
@@ -242,6 +246,7 @@ def compare_with_forecast(runs: Mapping[tuple[int, float, int], train.TrainResul
 
 #: The headers of the chapter's table of networks (:func:`network_table`).
 NETWORK_HEADERS = {"L": "L", "lam": "λ", "seed": "seed", "residual": "max_l ρ_l", "stop": "stopped by",
+                   "min_eigenvalue": "λ_min(H)",
                    "loss_gap": "L_λ − forecast min", "max_error": "max_i |c_i − s_i|",
                    "off_diagonal": "off-diagonal", "forecast_zeros": "forecast zeros",
                    "trained_zeros": "trained zeros", "at_forecast": "at forecast", "max_imbalance": "max imbalance"}

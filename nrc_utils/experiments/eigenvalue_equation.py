@@ -127,6 +127,7 @@ PARAMETERS = params.Rules(STEM, {
     "polish_tol": params.number(gt=0),
     "polish_max_iter": params.integer(ge=1),
     "polish_max_seconds": params.number(gt=0),
+    "newton_tol": params.number(gt=0),
     "showcase_lambda": params.number(gt=0),
     "showcase_layer": params.integer(ge=1),
     "showcase_rank_rtol": _RANK_RTOL,
@@ -180,8 +181,8 @@ def chapter_data(*, seed: int, gm_K: int, gm_d: int, gm_n_per_class: int, gm_s: 
 class Training:
     """The chapter's training to stationarity: ``gd_steps`` of full-batch GD in float64 on ``L_lambda``
     (``torch.optim.SGD(weight_decay=lambda)``), then float64 L-BFGS until every layer's
-    ``rho_l < polish_tol``, or ``polish_max_iter`` iterations, or ``polish_max_seconds``
-    (:func:`nrc_utils.train.train`, cached)."""
+    ``rho_l < polish_tol``, or ``polish_max_iter`` iterations, or ``polish_max_seconds``, then Newton's
+    method to ``newton_tol`` for smooth activations (:func:`nrc_utils.train.train`, cached)."""
 
     loss: str
     gd_steps: int
@@ -189,20 +190,21 @@ class Training:
     polish_tol: float
     polish_max_iter: int
     polish_max_seconds: float
+    newton_tol: float | None = None
     device: str = "auto"
 
     @classmethod
     def of(cls, *, loss: str, gd_steps: int, gd_lr: float, polish_tol: float, polish_max_iter: int,
-           polish_max_seconds: float, device: Any = "auto", **_: Any) -> "Training":
+           polish_max_seconds: float, newton_tol: float | None = None, device: Any = "auto", **_: Any) -> "Training":
         """The recipe from the chapter's parameters (extra ones ignored)."""
-        return cls(loss, gd_steps, gd_lr, polish_tol, polish_max_iter, polish_max_seconds, str(device))
+        return cls(loss, gd_steps, gd_lr, polish_tol, polish_max_iter, polish_max_seconds, newton_tol, str(device))
 
     def config(self, lam: float, seed: int, bias: bool = False) -> train.TrainConfig:
         """The :class:`nrc_utils.train.TrainConfig` of a network; biases (if any) are not decayed."""
         return train.TrainConfig(lam=lam, loss=self.loss, lr=self.gd_lr, steps=self.gd_steps, seed=seed,
                                  dtype="float64", decay_bias=not bias, record_every=max(1, self.gd_steps // 10),
                                  polish_tol=self.polish_tol, polish_max_iter=self.polish_max_iter,
-                                 polish_max_seconds=self.polish_max_seconds)
+                                 polish_max_seconds=self.polish_max_seconds, newton_tol=self.newton_tol)
 
     def fit(self, ds: data.Dataset, widths: Sequence[int], activation: str, lam: float, seed: int,
             bias: bool = False) -> train.TrainResult:
@@ -240,21 +242,24 @@ def stationarity_sweep(training: Training, datasets: Mapping[str, tuple[data.Dat
     """Every (data set, activation, lambda, seed) trained by ``training``; the summary has one row per
     network: ``data, activation, λ, seed, max residual ρ`` (``max_l rho_l``), ``L-BFGS iterations``
     (:func:`nrc_utils.report.lbfgs_iterations`), ``L-BFGS seconds``, ``train accuracy``, ``L_λ``,
-    ``stopped by`` (``TrainResult.polish_stop``)."""
+    ``stopped by`` (``TrainResult.stop``, the last polishing stage), ``λ_min(H)`` (the smallest Hessian
+    eigenvalue of ``L_λ``, NaN without the Newton stage)."""
     t0 = time.perf_counter()
     runs = {(name, act, lam, sd): training.fit(ds, widths, act, lam, sd)
             for name, (ds, widths) in datasets.items() for act in activations for lam in lambdas for sd in seeds}
     seconds = time.perf_counter() - t0
     rows = [{"data": name, "activation": act, "λ": lam, "seed": sd, "max residual ρ": r.max_residual,
              "L-BFGS iterations": report.lbfgs_iterations(r), "L-BFGS seconds": _lbfgs_seconds(r),
-             "train accuracy": r.final["acc"], "L_λ": r.final["loss"], "stopped by": r.polish_stop}
+             "train accuracy": r.final["acc"], "L_λ": r.final["loss"], "stopped by": r.stop,
+             "λ_min(H)": float("nan") if r.min_eigenvalue is None else r.min_eigenvalue}
             for (name, act, lam, sd), r in runs.items()]
     return Sweep(runs, pd.DataFrame(rows), seconds)
 
 
 def residual_curves(sweep: Sweep, seed: int) -> pd.DataFrame:
     """``max_l rho_l`` along training of the networks of ``seed``: columns ``data, activation, λ,
-    iteration`` (GD steps, then L-BFGS iterations counted on), ``phase`` (``sgd`` or ``lbfgs``),
+    iteration`` (GD steps, then L-BFGS iterations, then Newton steps, counted on), ``phase`` (``sgd``,
+    ``lbfgs`` or ``newton``),
     ``residual``."""
     rows = [{"data": name, "activation": act, "λ": lam, "iteration": step, "phase": phase, "residual": res}
             for (name, act, lam, sd), r in sweep.runs.items() if sd == seed
@@ -266,7 +271,7 @@ def layer_residuals(sweep: Sweep) -> pd.DataFrame:
     """The final ``rho_l`` of every layer of every network: columns ``data, activation, λ, seed, layer,
     residual, reached`` (whether the network reached its polishing target)."""
     rows = [{"data": name, "activation": act, "λ": lam, "seed": sd, "layer": l, "residual": res,
-             "reached": r.polish_stop == "target"}
+             "reached": r.reached}
             for (name, act, lam, sd), r in sweep.runs.items() for l, res in enumerate(r.residuals, start=1)]
     return pd.DataFrame(rows, columns=["data", "activation", "λ", "seed", "layer", "residual", "reached"])
 

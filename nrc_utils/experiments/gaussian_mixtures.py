@@ -74,6 +74,7 @@ PARAMETERS = params.Rules(STEM, {
     "polish_tol": params.number(gt=0),
     "polish_max_iter": params.integer(ge=1),
     "polish_max_seconds": params.number(gt=0),
+    "newton_tol": params.number(gt=0),
     "train_device": params.one_of("cpu", "auto", "cuda"),
     # log-log axes and slopes: s > 0 and lambda > 0 (the norm budget divides by lambda)
     "s_grid": params.grid(params.number(gt=0), distinct=True),
@@ -105,6 +106,7 @@ class Spec:
     polish_tol: float
     polish_max_iter: int
     polish_max_seconds: float
+    newton_tol: float
     train_device: str
     s_grid: Sequence[float]
     lambdas: Sequence[float]
@@ -149,7 +151,8 @@ class Spec:
         """The training configuration of every network (``lam`` and ``seed`` are set per member)."""
         return train.TrainConfig(lam=self.lambdas[0], loss=self.loss, lr=self.lr, steps=self.gd_steps,
                                  record_every=max(1, self.gd_steps // 5), polish_tol=self.polish_tol,
-                                 polish_max_iter=self.polish_max_iter, polish_max_seconds=self.polish_max_seconds)
+                                 polish_max_iter=self.polish_max_iter, polish_max_seconds=self.polish_max_seconds,
+                                 newton_tol=self.newton_tol)
 
 
 def training_device(seed: int, train_device: str) -> torch.device:
@@ -227,11 +230,13 @@ class GridRun:
 
 def networks_table(results: Mapping[tuple[float, float, int], train.TrainResult]) -> pd.DataFrame:
     """One row per network: ``s, lambda, seed``, ``max_l ρ_l`` (largest relative residual), ``target``,
-    ``stopped by`` (``polish_stop``), ``reached`` (stopped at the target), ``train accuracy``, ``L_lambda``."""
-    cols = ["s", "lambda", "seed", "max_l ρ_l", "target", "stopped by", "reached", "train accuracy", "L_lambda"]
+    ``stopped by`` (``TrainResult.stop``, the last polishing stage), ``reached`` (stopped at the target),
+    ``λ_min(H)`` (the smallest Hessian eigenvalue of ``L_lambda``), ``train accuracy``, ``L_lambda``."""
+    cols = ["s", "lambda", "seed", "max_l ρ_l", "target", "stopped by", "reached", "λ_min(H)", "train accuracy",
+            "L_lambda"]
     return pd.DataFrame([{"s": s, "lambda": lam, "seed": sd, "max_l ρ_l": r.max_residual,
-                          "target": r.config.polish_tol, "stopped by": r.polish_stop,
-                          "reached": r.polish_stop == "target", "train accuracy": r.final["acc"],
+                          "target": r.target, "stopped by": r.stop,
+                          "reached": r.reached, "λ_min(H)": float("nan") if r.min_eigenvalue is None else r.min_eigenvalue, "train accuracy": r.final["acc"],
                           "L_lambda": r.final["loss"]} for (s, lam, sd), r in results.items()], columns=cols)
 
 
@@ -282,7 +287,7 @@ def measure_grid(run: GridRun) -> Measurements:
     prop_rows, tail_rows = [], []
     for (s, lam, sd), r in run.results.items():
         X, y = run.mixes[s].X, run.mixes[s].y
-        key = {"s": s, "lambda": lam, "seed": sd, "reached": r.polish_stop == "target"}
+        key = {"s": s, "lambda": lam, "seed": sd, "reached": r.reached}
         model0 = models.MLP(spec.d, list(spec.widths), spec.K, activation=spec.activation, bias=False, seed=sd)
         prop_rows += [{**key, **row} for row in mixture_bounds.propagation(r.model, X, y, spec.K)]
         bounds = mixture_bounds.mixture_bounds(r.model, model0, X, y, lam, spec.loss, spec.K)

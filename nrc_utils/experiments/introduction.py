@@ -57,6 +57,7 @@ PARAMETERS = params.Rules("01_introduction", {
     "polish_tol": params.number(gt=0),
     "polish_max_iter": params.integer(ge=1),
     "polish_max_seconds": params.number(gt=0),
+    "newton_tol": params.number(gt=0),
     "rank_rtol": params.number(gt=0, lt=1),
     "trunc_tolerance": params.number(ge=0, le=1),
 }, relations=_check_split)
@@ -69,12 +70,13 @@ def digits_split(test_fraction: float, seed: int) -> tuple[data.Dataset, data.Da
 
 def train_networks(train_set: data.Dataset, *, seed: int, widths: Sequence[int], activation: str, loss: str,
                    lam_wd: float, lr: float, momentum: float, batch_size: int, steps: int, polish_tol: float,
-                   polish_max_iter: int, polish_max_seconds: float, device: str = "auto",
+                   polish_max_iter: int, polish_max_seconds: float, newton_tol: float, device: str = "auto",
                    **_: Any) -> dict[str, train.TrainResult]:
     """``{"nowd": ..., "wd": ...}``: the chapter's MLP ``d -> widths -> K`` (no biases, weights from
     ``seed``) trained by the same mini-batch SGD with momentum, with ``lambda = 0`` and with
     ``lambda = lam_wd``; the latter then polished by float64 L-BFGS until every layer's relative
-    residual is below ``polish_tol`` (:func:`nrc_utils.train.train`, cached). Extra keyword
+    residual is below ``polish_tol`` and by Newton's method to ``newton_tol`` (smooth activations),
+    with the smallest Hessian eigenvalue (:func:`nrc_utils.train.train`, cached). Extra keyword
     arguments (the chapter's other parameters) are ignored."""
     out = {}
     for net, lam in zip(NETS, (0.0, lam_wd)):
@@ -82,7 +84,8 @@ def train_networks(train_set: data.Dataset, *, seed: int, widths: Sequence[int],
         cfg = train.TrainConfig(
             lam=lam, loss=loss, lr=lr, momentum=momentum, steps=steps, batch_size=batch_size, seed=seed,
             record_every=max(1, steps // 10), polish_tol=polish_tol if lam > 0 else None,
-            polish_max_iter=polish_max_iter, polish_max_seconds=polish_max_seconds)
+            polish_max_iter=polish_max_iter, polish_max_seconds=polish_max_seconds,
+            newton_tol=newton_tol if lam > 0 else None)
         out[net] = train.train(model, train_set.X, train_set.y, cfg, device=device)
     return out
 
@@ -90,12 +93,15 @@ def train_networks(train_set: data.Dataset, *, seed: int, widths: Sequence[int],
 def stationarity(runs: Mapping[str, train.TrainResult]) -> pd.DataFrame:
     """One row per network: ``net``, ``lam``, ``residual`` (``max_l rho_l``, the largest relative residual
     ``||grad_{W_l} L_0 + lambda W_l||_F / ||lambda W_l||_F``; NaN without weight decay), ``stop``
-    (``TrainResult.polish_stop``), ``lbfgs_iterations`` (:func:`nrc_utils.report.lbfgs_iterations`) and
-    ``reached`` (the residual target; ``None`` for ``lambda = 0``, which has none)."""
+    (``TrainResult.stop``: Newton's reason when it ran, else L-BFGS's), ``target`` (that stage's residual
+    target), ``lbfgs_iterations`` (:func:`nrc_utils.report.lbfgs_iterations`), ``min_eigenvalue`` (the
+    smallest Hessian eigenvalue of ``L_lambda``, NaN where not computed) and ``reached`` (the residual
+    target; ``None`` for ``lambda = 0``, which has none)."""
     return pd.DataFrame([
-        {"net": net, "lam": runs[net].config.lam, "residual": runs[net].max_residual, "stop": runs[net].polish_stop,
-         "lbfgs_iterations": report.lbfgs_iterations(runs[net]),
-         "reached": (runs[net].polish_stop == "target") if runs[net].config.polish_tol is not None else None}
+        {"net": net, "lam": runs[net].config.lam, "residual": runs[net].max_residual, "stop": runs[net].stop,
+         "target": runs[net].target, "lbfgs_iterations": report.lbfgs_iterations(runs[net]),
+         "min_eigenvalue": runs[net].min_eigenvalue if runs[net].min_eigenvalue is not None else float("nan"),
+         "reached": runs[net].reached if runs[net].config.polish_tol is not None else None}
         for net in NETS])
 
 

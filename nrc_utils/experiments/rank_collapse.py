@@ -67,6 +67,7 @@ PARAMETERS = params.Rules(STEM, {
     "lr": params.number(gt=0),
     "gd_steps": params.integer(ge=0),
     "polish_max_seconds": params.number(gt=0),
+    "newton_tol": params.number(gt=0),
     "train_device": params.one_of("cpu", "cuda", "auto"),
     "sweep_s": params.number(ge=0),
     "lambdas": params.grid(params.number(gt=0), distinct=True),
@@ -113,25 +114,28 @@ def setup_device(p: Mapping[str, Any]) -> torch.device:
 
 def training_config(p: Mapping[str, Any], lam: float, tol: float, max_iter: int, seed: int = 0) -> train.TrainConfig:
     """Full-batch gradient descent (``gd_steps`` at ``lr``), then float64 L-BFGS towards every
-    ``rho_l < tol``, at most ``max_iter`` iterations and ``polish_max_seconds`` (``train.polish``)."""
+    ``rho_l < tol``, at most ``max_iter`` iterations and ``polish_max_seconds``, then Newton's method to
+    ``newton_tol`` (``train.polish_networks``)."""
     return train.TrainConfig(lam=lam, loss=p["loss"], lr=p["lr"], steps=p["gd_steps"],
                              record_every=max(1, p["gd_steps"] // 5), polish_tol=tol, polish_max_iter=max_iter,
-                             polish_max_seconds=p["polish_max_seconds"], seed=seed)
+                             polish_max_seconds=p["polish_max_seconds"], newton_tol=p["newton_tol"], seed=seed)
 
 
 def reached(result: train.TrainResult) -> bool:
-    """Whether ``train.polish`` stopped because the network reached its stationarity target."""
-    return result.polish_stop == "target"
+    """Whether the network's last polishing stage stopped at its residual target (``TrainResult.reached``)."""
+    return result.reached
 
 
 def stationarity_rows(experiment: str, results: Sequence[train.TrainResult], **extra: Any) -> pd.DataFrame:
     """One row per network: ``experiment``, ``extra`` columns (e.g. ``s``), seed, lambda, its largest
-    relative residual ``max_l rho_l``, target, what stopped the solver, L-BFGS iterations, training
-    accuracy and ``L_lambda``."""
+    relative residual ``max_l rho_l``, target (of the last polishing stage), what stopped it, L-BFGS
+    iterations, the smallest Hessian eigenvalue of ``L_lambda`` (``λ_min(H)``), training accuracy and
+    ``L_lambda``."""
     return pd.DataFrame([{
         "experiment": experiment, **{k: (v[i] if isinstance(v, (list, tuple)) else v) for k, v in extra.items()},
-        "seed": r.config.seed, "lambda": r.config.lam, "max_l ρ_l": r.max_residual, "target": r.config.polish_tol,
-        "stopped by": r.polish_stop or "not polished", "L-BFGS iterations": lbfgs_iterations(r),
+        "seed": r.config.seed, "lambda": r.config.lam, "max_l ρ_l": r.max_residual, "target": r.target,
+        "stopped by": r.stop or "not polished", "L-BFGS iterations": lbfgs_iterations(r),
+        "λ_min(H)": float("nan") if r.min_eigenvalue is None else r.min_eigenvalue,
         "train accuracy": r.final["acc"], "L_lambda": r.final["loss"]} for i, r in enumerate(results)])
 
 
@@ -238,7 +242,7 @@ def sweep_numbers(p: Mapping[str, Any], sweep: Sweep) -> dict[str, Any]:
     return {"K": p["K"], "L": depth(p), "N": len(sweep.y), "n_per_class": p["n_per_class"], "sweep_s": p["sweep_s"],
             "mean_scale": p["mean_scale"], "mean_gap": math.sqrt(2) * p["mean_scale"], "gd_steps": p["gd_steps"],
             "lr": p["lr"], "polish_chunk": cfg.polish_chunk, "polish_max_seconds": p["polish_max_seconds"],
-            "sweep_tol": p["sweep_polish_tol"], "sweep_max_iter": p["sweep_polish_max_iter"],
+            "sweep_tol": p["sweep_polish_tol"], "sweep_max_iter": p["sweep_polish_max_iter"], "newton_tol": p["newton_tol"],
             "rank_rtol": p["rank_rtol"], "n_sweep_stationary": int(sum(sweep.reached.values())),
             "sweep_radius": p["sweep_s"] * math.sqrt(p["d"]), "n_sweep": len(sweep.results),
             "n_lambdas": len(p["lambdas"]), "n_seeds": p["n_seeds"], "lam_min": min(p["lambdas"]),

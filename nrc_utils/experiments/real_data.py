@@ -108,6 +108,8 @@ PARAMETERS = params.Rules(STEM, {
     "polish_tol": params.number(gt=0),
     "polish_max_iter": params.integer(ge=1),
     "polish_max_seconds": params.number(gt=0),
+    "newton_tol": params.number(gt=0),
+    "hessian_max_params": params.integer(ge=0),
     "train_device": params.one_of("auto", "cpu", "cuda"),
     "rank_rtol": params.number(gt=0, lt=1),
     "trunc_tolerance": params.number(ge=0, le=1),
@@ -217,20 +219,22 @@ def load_data_sets(names: Sequence[str], test_fraction: float, max_train: int, m
 # --------------------------------------------------------------------------------------
 
 def sgd_config(loss: str, lr: float, momentum: float, batch_size: int, steps: int, polish_tol: float,
-               polish_max_iter: int, polish_max_seconds: float) -> train.TrainConfig:
+               polish_max_iter: int, polish_max_seconds: float, newton_tol: float | None = None,
+               hessian_max_params: int | None = None) -> train.TrainConfig:
     """The shared :class:`nrc_utils.train.TrainConfig` of every network (lambda and seed are set per
     member by the ensemble; five records over the SGD stage)."""
     return train.TrainConfig(lam=1.0, loss=loss, lr=lr, momentum=momentum, steps=steps, batch_size=batch_size,
                              record_every=max(1, steps // 5), polish_tol=polish_tol,
-                             polish_max_iter=polish_max_iter, polish_max_seconds=polish_max_seconds)
+                             polish_max_iter=polish_max_iter, polish_max_seconds=polish_max_seconds,
+                             newton_tol=newton_tol, hessian_max_params=hessian_max_params)
 
 
 @dataclass
 class Training:
     """``results``: ``{(name, stage, lambda, seed): TrainResult}`` with stage ``"sgd"`` or
     ``"polished"``; ``networks``: one row per network (``name, data, stage, lambda, seed,
-    max_rho, polish_stop, reached``; ``reached`` is true only for polished networks whose
-    L-BFGS stopped at the target)."""
+    max_rho, polish_stop, stop, min_eigenvalue, reached``; ``stop`` the last polishing stage's
+    reason, ``reached`` true only for polished networks whose last stage stopped at its target)."""
 
     results: dict[tuple[str, str, float, int], train.TrainResult]
     networks: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -239,32 +243,36 @@ class Training:
         return [r for key, r in self.results.items() if key[1] == stage]
 
     def reached(self, key: tuple[str, str, float, int]) -> bool:
-        return key[1] == "polished" and self.results[key].polish_stop == "target"
+        return key[1] == "polished" and self.results[key].reached
 
 
 def train_networks(sets: DataSets, widths: Sequence[int], activation: str, lambdas: Sequence[float],
                    seeds: Sequence[int], cfg: train.TrainConfig, device: Any = "auto") -> Training:
     """Stage 1, SGD: per present data set, every (lambda, seed) of ``ensemble.grid(lambdas, seeds)``
     trained as one batched MLP ``d -> widths -> K`` without biases (``train_ensemble``,
-    ``polish=False``). Stage 2, polishing: from each SGD network, ``train.train`` with
-    ``steps=0`` (L-BFGS in float64 until ``max_l rho_l < cfg.polish_tol`` or a cap). Both
-    stages are cached by ``nrc_utils.train``'s keys."""
+    ``polish=False``). Stage 2, polishing: from the SGD networks of a data set, all at once,
+    ``train.polish_warm`` (``steps=0``: batched L-BFGS in float64 until ``max_l rho_l < cfg.polish_tol``
+    or a cap, then Newton to ``cfg.newton_tol``). Both stages are cached by ``nrc_utils.train``'s keys."""
     lam_list, seed_list = ensemble.grid(lambdas, seeds)
     results = {}
     for name, (tr, _) in sets.present.items():
         sgd = ensemble.train_ensemble(tr.d, widths, tr.K, lam_list, seed_list, tr.X, tr.y, cfg,
                                       activation=activation, bias=False, device=str(device), polish=False)
-        for r in sgd:
+        warm = [dataclasses.replace(r.config, steps=0, polish_tol=cfg.polish_tol, newton_tol=cfg.newton_tol,
+                                    hessian_max_params=cfg.hessian_max_params) for r in sgd]
+        polished = train.polish_warm([copy.deepcopy(r.model) for r in sgd], tr.X, tr.y, warm, device=str(device))
+        for r, p in zip(sgd, polished):
             results[name, "sgd", r.config.lam, r.config.seed] = r
-            warm = dataclasses.replace(r.config, steps=0, polish_tol=cfg.polish_tol)
-            results[name, "polished", r.config.lam, r.config.seed] = train.train(
-                copy.deepcopy(r.model), tr.X, tr.y, warm, device=str(device))
+            results[name, "polished", r.config.lam, r.config.seed] = p
     out = Training(results)
     out.networks = pd.DataFrame(
         [{"name": k[0], "data": title(k[0]), "stage": k[1], "lambda": k[2], "seed": k[3],
-          "max_rho": r.max_residual, "polish_stop": r.polish_stop, "reached": out.reached(k)}
+          "max_rho": r.max_residual, "polish_stop": r.polish_stop, "stop": r.stop,
+          "min_eigenvalue": r.min_eigenvalue if r.min_eigenvalue is not None else float("nan"),
+          "reached": out.reached(k)}
          for k, r in results.items()],
-        columns=["name", "data", "stage", "lambda", "seed", "max_rho", "polish_stop", "reached"])
+        columns=["name", "data", "stage", "lambda", "seed", "max_rho", "polish_stop", "stop", "min_eigenvalue",
+                 "reached"])
     return out
 
 

@@ -30,9 +30,11 @@ def _lambda_labels(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple]]:
     return df.assign(**{"λ": df["λ"].map(style.lambda_label)}), {style.lambda_label(v): c for v, c in pal.items()}
 
 
-def residual_curves(curves: pd.DataFrame, activations: Sequence[str], gd_steps: int, polish_tol: float):
+def residual_curves(curves: pd.DataFrame, activations: Sequence[str], gd_steps: int, polish_tol: float,
+                    newton_tol: float | None = None):
     """``max_l rho_l`` along training (table of :func:`~nrc_utils.experiments.eigenvalue_equation.residual_curves`),
-    one panel per data set: GD up to the dotted line, then L-BFGS; dashed: the target."""
+    one panel per data set: GD up to the dotted line, then L-BFGS (and Newton's last step); dashed: L-BFGS's
+    target, dash-dotted: Newton's (when given)."""
     curves, pal = _lambda_labels(curves)
     names = list(dict.fromkeys(curves["data"]))
     fig, axes = style.subplots(1, len(names), panel=(5.5, 4.2), sharey=True, squeeze=False)
@@ -41,20 +43,25 @@ def residual_curves(curves: pd.DataFrame, activations: Sequence[str], gd_steps: 
         sns.lineplot(data=curves[curves.data == name], x="iteration", y="residual", hue="λ", style="activation",
                      style_order=list(activations), palette=pal, ax=ax, legend=ax is axes[-1])
         ax.axvline(gd_steps, color="0.4", lw=1, ls=":")
-        ax.text(gd_steps, 0.97, " GD | L-BFGS", transform=ax.get_xaxis_transform(), fontsize=9, va="top", color="0.3")
+        ax.text(gd_steps, 0.97, " GD | L-BFGS" + (", Newton" if newton_tol is not None else ""),
+                transform=ax.get_xaxis_transform(), fontsize=9, va="top", color="0.3")
         ax.axhline(polish_tol, color="0.4", lw=1, ls="--")
+        if newton_tol is not None:
+            ax.axhline(newton_tol, color="0.4", lw=1, ls="-.")
         ax.set_yscale("log")
         ax.set_title(name)
-        ax.set_xlabel("iteration (GD steps, then L-BFGS iterations)")
+        ax.set_xlabel("iteration (GD steps, then L-BFGS iterations" + (" and Newton steps)" if newton_tol is not None
+                                                                       else ")"))
         ax.set_ylabel(r"relative residual $\max_l\ \|\nabla_{W_l}\mathcal{L}_0 + \lambda W_l\|_F / \|\lambda W_l\|_F$")
     axes[-1].legend(loc="upper right", fontsize=8)
     return fig
 
 
-def layer_residuals(layers: pd.DataFrame, activations: Sequence[str], polish_tol: float):
+def layer_residuals(layers: pd.DataFrame, activations: Sequence[str], polish_tol: float,
+                    newton_tol: float | None = None):
     """The final ``rho_l`` of every layer (table of :func:`~nrc_utils.experiments.eigenvalue_equation.layer_residuals`),
     one panel per data set: a line per lambda (colour) and activation (line style; mean over seeds, band: range),
-    a marker per network, hollow when it missed the target."""
+    a marker per network, hollow when it missed its target; dashed: L-BFGS's target, dash-dotted: Newton's."""
     layers, pal = _lambda_labels(layers)
     names = list(dict.fromkeys(layers["data"]))
     markers = dict(zip(activations, ACTIVATION_MARKERS))
@@ -69,6 +76,8 @@ def layer_residuals(layers: pd.DataFrame, activations: Sequence[str], polish_tol
             ax.plot(net["layer"], net["residual"], ls="", marker=markers[act], ms=6, color=colour,
                     mfc=style.face(colour, bool(net["reached"].all())))
         ax.axhline(polish_tol, color="0.4", lw=1, ls="--")
+        if newton_tol is not None:
+            ax.axhline(newton_tol, color="0.4", lw=1, ls="-.")
         ax.set_yscale("log")
         ax.set_xticks(sorted(part.layer.unique()))
         ax.set_xlabel("layer $l$")

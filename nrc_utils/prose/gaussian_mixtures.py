@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..report import rounded, stop_summary, subscript
+from ..report import hessian_summary, rounded, stop_summary, subscript
 
 #: What a corner shows when its network missed the stationarity target.
 NOT_AVAILABLE = "not available (network missed the target)"
@@ -49,7 +49,7 @@ def setup_values(spec: Any) -> dict[str, Any]:
     expo = spec.exponents
     return {"K": spec.K, "d": spec.d, "n_per_class": spec.n_per_class, "N": spec.N, "mean_scale": spec.mean_scale,
             "L": spec.L, "arch": architecture(spec.d, spec.widths, spec.K), "gd_steps": spec.gd_steps,
-            "lr": spec.lr, "tol": spec.polish_tol, "max_iter": spec.polish_max_iter,
+            "lr": spec.lr, "tol": spec.polish_tol, "newton_tol": spec.newton_tol, "max_iter": spec.polish_max_iter,
             "max_seconds": spec.polish_max_seconds, "rank_rtol": spec.rank_rtol,
             "s_grid": number_list(spec.s_grid), "lambdas": number_list(spec.lambdas), "n_seeds": spec.n_seeds,
             "floor_factor": spec.floor_factor, "min_fit_points": spec.min_fit_points,
@@ -60,11 +60,12 @@ def training_values(results: Sequence[Any]) -> dict[str, Any]:
     """How the grid's networks (``train.TrainResult``) ended: ``report.stop_summary``, counts, residual
     range (rounded outwards) and the smallest training accuracy."""
     if not results:
-        return {"stop_summary": "No network was trained.", "n_networks": 0, "n_reached": 0,
+        return {"stop_summary": "No network was trained.", "hessian": "", "n_networks": 0, "n_reached": 0,
                 "res_max_up": "n/a", "res_min_dn": "n/a", "acc_min": math.nan}
     res = [r.max_residual for r in results]
-    return {"stop_summary": stop_summary(list(results), "networks of the grid"), "n_networks": len(results),
-            "n_reached": sum(r.polish_stop == "target" for r in results),
+    return {"stop_summary": stop_summary(list(results), "networks of the grid"),
+            "hessian": hessian_summary(list(results), "networks of the grid"), "n_networks": len(results),
+            "n_reached": sum(r.reached for r in results),
             "res_max_up": _up(max(res), ".1e"), "res_min_dn": _down(min(res), ".1e"),
             "acc_min": float(min(r.final["acc"] for r in results))}
 

@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 #: The chapter's loss names (parameter ``loss``).
 LOSS_NAMES = {"ce": "cross-entropy", "mse": "the square loss"}
 
-#: What stopped L-BFGS (``TrainResult.polish_stop``), after "not reached: ".
-_MISSED = {"iteration cap": "L-BFGS stopped at its iteration cap",
-           "time cap": "L-BFGS stopped at its time cap",
-           "no progress": "L-BFGS stopped when it no longer lowered the loss",
+#: What stopped the last polishing stage (``TrainResult.stop``: Newton's, else L-BFGS's), after "not reached: ".
+_MISSED = {"iteration cap": "polishing stopped at its iteration cap",
+           "time cap": "polishing stopped at its time cap",
+           "no progress": "polishing stopped when no step lowered the loss (L-BFGS) or the residual (Newton) any more",
            None: "the network was not polished"}
 
 
@@ -37,11 +37,11 @@ def loss_name(loss: str) -> str:
 
 
 def polish_note(stop: str | None) -> str:
-    """Whether the weight-decayed network reached its residual target, from ``TrainResult.polish_stop``:
-    ``"reached"``, or ``"not reached: "`` and what stopped L-BFGS."""
+    """Whether the weight-decayed network reached its residual target, from ``TrainResult.stop``:
+    ``"reached"``, or ``"not reached: "`` and what stopped the polishing."""
     if stop == "target":
         return "reached"
-    return "not reached: " + _MISSED.get(stop, f"L-BFGS stopped ({stop})")
+    return "not reached: " + _MISSED.get(stop, f"polishing stopped ({stop})")
 
 
 def rank_vs_K(rank: int, K: int) -> str:

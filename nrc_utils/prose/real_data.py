@@ -74,6 +74,14 @@ def balance_sentence(rows: Sequence[Mapping[str, object]]) -> str:
     return " ".join(out)
 
 
+def hessian_skipped(hessian_max_params: int) -> str:
+    """Why a network's Hessian eigenvalues were not computed (parameter ``hessian_max_params``), for
+    ``report.hessian_summary``: ``hessian_skipped(3000) == "more than 3,000 parameters, the chapter's
+    hessian_max_params: the Lanczos iteration would take minutes per network on a laptop CPU"``."""
+    return (f"more than {hessian_max_params:,} parameters, the chapter's hessian_max_params: the Lanczos iteration "
+            "would take minutes per network on a laptop CPU")
+
+
 def architecture(widths: Sequence[int]) -> str:
     """``"d → 64 → 64 → K"``."""
     return " → ".join(["d", *map(str, widths), "K"])
