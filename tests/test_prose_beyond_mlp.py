@@ -79,7 +79,7 @@ def test_bound_verdict_and_vacuity():
     b = pd.DataFrame({"trivial": [False, False, True], "reached": [True, True, True],
                       "rel_bound_a": [0.5, 1.2, 0.1], "rel_bound_c": [2.0, 6.0, 0.2]})
     assert prose.vacuity_sentence(b, "CNN's matrices") == (
-        "For the CNN's matrices, bound (a) is below $\\|W\\|_F$ in 1 of 2 cases and bound (c) in 0 of 2; "
+        "For the CNN's matrices, bound (a) is below ‖W‖_F in 1 of 2 cases and bound (c) in 0 of 2; "
         "(c) is a median factor 4.5 above (a).")
     assert "nothing to bound" in prose.vacuity_sentence(b.assign(trivial=True), "x")
 
@@ -102,9 +102,9 @@ def test_patch_verdict_branches():
     nothing = pd.DataFrame([{**base, "rel_bound_a": 1.1, "rel_tail": 0.1}])
     assert prose.patch_verdict(nothing).startswith("**Against what the mechanism of the paper suggests")
     little = pd.DataFrame([{**base, "rel_bound_a": 0.81, "rel_tail": 0.12}, {**base, "rel_bound_a": 1.2, "rel_tail": 0.0}])
-    assert "below $\\|W\\|_F$ for 1 of 2 kernels but never below 0.81" in prose.patch_verdict(little)
+    assert "below ‖W‖_F for 1 of 2 kernels but never below 0.81" in prose.patch_verdict(little)
     good = pd.DataFrame([{**base, "rel_bound_a": 0.2, "rel_tail": 0.15}])
-    assert prose.patch_verdict(good).startswith("With the classes as clusters, bound (a) is below $\\|W\\|_F$ for 1 of 1")
+    assert prose.patch_verdict(good).startswith("With the classes as clusters, bound (a) is below ‖W‖_F for 1 of 1")
 
 
 def test_trend_sentence_branches():
@@ -137,10 +137,10 @@ def _prods(rank_M, n_unit, g_max, reached=True):
 
 def test_attention_sentence_branches():
     text = prose.attention_sentence(_prods([4, 1], [4, 1], [1.0, 1.0]))
-    assert text.startswith("In every network the rank of $W_Q^\\top W_K$ equals the number")
+    assert text.startswith("In every network the rank of W_Qᵀ W_K equals the number")
     assert "as a local minimum requires" in text and "from 4 at λ = 0.01 to 1 at λ = 0.1" in text
     text = prose.attention_sentence(_prods([3, 1], [4, 1], [1.0, 1.2]))
-    assert "is at most the number" in text and "**$\\sigma_1(\\nabla_M\\mathcal{L}_0)/\\lambda = 1.2000 > 1$" in text
+    assert "is at most the number" in text and "**σ₁(∇_M L₀)/λ = 1.2000 > 1" in text
     text = prose.attention_sentence(_prods([5, 1], [4, 1], [1.0, 1.0]))
     assert "a contradiction of the theorem" in text
     assert prose.attention_sentence(_prods([4, 1], [4, 1], [1.0, 1.0], reached=False)).startswith("No attention")
@@ -155,3 +155,12 @@ def test_balance_absent_span():
         "**Fashion-MNIST could not be read in this build, so the CNN runs on Digits** (copy the files to "
         "data/FashionMNIST/raw); every CNN number below is measured on Digits.")
     assert prose.span([4, 6, 5]) == "4–6" and prose.span([3, 3]) == "3" and prose.span([]) == "none"
+
+
+def test_no_sentence_carries_tex():
+    """Glued Markdown is not typeset (the browser check found raw $D$): every sentence writes its symbols in
+    Unicode, like the other chapters' prose."""
+    import inspect
+
+    assert "$" not in inspect.getsource(prose)
+

@@ -6,7 +6,7 @@ from nrc_utils.prose import eigenvalue_equation as prose
 
 
 @pytest.mark.parametrize("loss, text", [("ce", "cross-entropy loss"),
-                                        ("mse", "square loss $\\ell(f, y) = \\frac{1}{2}\\|f - e_y\\|^2$")])
+                                        ("mse", "square loss ℓ(f, y) = ½‖f − e_y‖²")])
 def test_loss_name(loss, text):
     assert prose.loss_name(loss) == text
 

@@ -123,9 +123,9 @@ def conv_rank_sentence(matrices: pd.DataFrame) -> str:
                 ": where one is rank-deficient, the patches themselves restrict the kernel's rank (its rows lie "
                 "in their row space)"))
     eq_D = bool((conv["rank"] == conv["rank_D"]).all())
-    second = ("every reshaped kernel has exactly the rank of its signal matrix $D$: the bound that binds is the "
-              "signals' (the column side of $\\lambda W = -\\frac{1}{N}D^\\top U$)"
-              if eq_D else "the rank of a reshaped kernel differs from that of its signal matrix $D$ in some networks "
+    second = ("every reshaped kernel has exactly the rank of its signal matrix D: the bound that binds is the "
+              "signals' (the column side of λW = −(1/N) DᵀU)"
+              if eq_D else "the rank of a reshaped kernel differs from that of its signal matrix D in some networks "
               "(the numerical-rank tolerance counts small singular values differently)")
     return f"{first}; {second}."
 
@@ -151,7 +151,7 @@ def vacuity_sentence(bounds: pd.DataFrame, what: str) -> str:
     a = int((b["rel_bound_a"] < 1).sum())
     c = int((b["rel_bound_c"] < 1).sum())
     ratio = float((b["rel_bound_c"] / b["rel_bound_a"]).median())
-    return (f"For the {what}, bound (a) is below $\\|W\\|_F$ in {a} of {len(b)} cases and bound (c) in {c} of "
+    return (f"For the {what}, bound (a) is below ‖W‖_F in {a} of {len(b)} cases and bound (c) in {c} of "
             f"{len(b)}; (c) is a median factor {ratio:.1f} above (a).")
 
 
@@ -165,13 +165,13 @@ def patch_tcv_sentence(class_rows: pd.DataFrame) -> str:
     need = b[b["tail"] > 0]
     if len(need):
         factor = float((need["tcv2"] / need["tcv2_needed"]).median())
-        tail = (f" For bound (c) to certify the measured distance to rank $K$, the patches' raw "
-                f"$\\mathrm{{TCV}}_2$ would have to be a median factor {factor:.1e} smaller than it is.")
+        tail = (f" For bound (c) to certify the measured distance to rank K, the patches' raw "
+                f"TCV₂ would have to be a median factor {factor:.1e} smaller than it is.")
     else:
-        tail = " Every kernel is already at distance 0 from rank $K$, so no TCV is needed."
+        tail = " Every kernel is already at distance 0 from rank K, so no TCV is needed."
     clustered = "near 1: the patches hardly cluster by class" if lo > 0.8 else (
         "well below 1: the patches cluster by class" if hi < 0.5 else "in between")
-    return (f"Grouped by the class of their image, the patches have normalised $\\mathrm{{TCV}}_2$ between "
+    return (f"Grouped by the class of their image, the patches have normalised TCV₂ between "
             f"{rounded(lo, '.2f', -1)} and {rounded(hi, '.2f', +1)} ({clustered}).{tail}")
 
 
@@ -206,7 +206,7 @@ def skip_sentence(stream: pd.DataFrame) -> str:
         return "No residual network reached the tolerance."
     within = bool((blocks["growth"] <= blocks["growth_bound"] * (1 + 1e-12)).all())
     g_lo, g_hi = float(blocks["growth"].min()), float(blocks["growth"].max())
-    first = (f"Per block the raw $\\sqrt{{\\mathrm{{TCV}}_2}}$ of the stream changes by a factor between "
+    first = (f"Per block the raw √TCV₂ of the stream changes by a factor between "
              f"{g_lo:.2f} and {g_hi:.2f}, "
              + ("within the bound of the proposition in every block" if within else
                 "**above the bound of the proposition in some block: a contradiction**"))
@@ -215,8 +215,8 @@ def skip_sentence(stream: pd.DataFrame) -> str:
     n_out = float(last["tcv2n_stream"].median())
     branch_lower = bool((blocks["tcv2n_branch"] < blocks["tcv2n_stream"]).all())
     trend = "falls" if n_out < n_in else "does not fall"
-    second = (f"; the normalised $\\mathrm{{TCV}}_2$ of the stream {trend} along the depth (median "
-              f"{n_in:.3f} at $h_0$, {n_out:.3f} at the last block)")
+    second = (f"; the normalised TCV₂ of the stream {trend} along the depth (median "
+              f"{n_in:.3f} at h₀, {n_out:.3f} at the last block)")
     third = ("; every branch input is more tightly clustered than the stream entering the block"
              if branch_lower else "; the branch inputs are not always more clustered than the stream")
     return first + second + third + "."
@@ -232,15 +232,15 @@ def attention_sentence(products: pd.DataFrame) -> str:
     eq = bool((p["rank_M"] <= p["n_unit"]).all())
     exact = bool((p["rank_M"] == p["n_unit"]).all())
     gmax = float(p["g_max"].max())
-    first = ("In every network the rank of $W_Q^\\top W_K$ equals the number of singular values of "
-             "$\\nabla_M\\mathcal{L}_0/\\lambda$ that are 1" if exact else
-             ("In every network the rank of $W_Q^\\top W_K$ is at most the number of singular values of "
-              "$\\nabla_M\\mathcal{L}_0/\\lambda$ that are 1 (some unit singular values carry no direction of $M$)"
-              if eq else "**In some network the rank of $W_Q^\\top W_K$ exceeds the number of unit singular values "
-              "of $\\nabla_M\\mathcal{L}_0/\\lambda$: a contradiction of the theorem**"))
-    second = (f", and no singular value of $\\nabla_M\\mathcal{{L}}_0/\\lambda$ exceeds 1 (largest "
+    first = ("In every network the rank of W_Qᵀ W_K equals the number of singular values of "
+             "∇_M L₀/λ that are 1" if exact else
+             ("In every network the rank of W_Qᵀ W_K is at most the number of singular values of "
+              "∇_M L₀/λ that are 1 (some unit singular values carry no direction of M)"
+              if eq else "**In some network the rank of W_Qᵀ W_K exceeds the number of unit singular values "
+              "of ∇_M L₀/λ: a contradiction of the theorem**"))
+    second = (f", and no singular value of ∇_M L₀/λ exceeds 1 (largest "
               f"{gmax:.9f}), as a local minimum requires" if gmax <= 1 + 1e-6 else
-              f", but **$\\sigma_1(\\nabla_M\\mathcal{{L}}_0)/\\lambda = {gmax:.4f} > 1$ in some network: by the "
+              f", but **σ₁(∇_M L₀)/λ = {gmax:.4f} > 1 in some network: by the "
               "proposition it is not a local minimum**")
     ranks = p.groupby("lam")["rank_M"].median()
     third = (f". The median rank goes from {ranks.iloc[0]:.0f} at λ = {ranks.index[0]:g} to "
@@ -254,9 +254,9 @@ def balance_sentence(products: pd.DataFrame) -> str:
     p = products[products["reached"]]
     if len(p) == 0:
         return "No attention network reached the tolerance."
-    return (f"The pairs are balanced: $\\|W_QW_Q^\\top - W_KW_K^\\top\\|_F$ is at most {_up(p['imbalance'].max())} "
-            f"of $\\|W_QW_Q^\\top\\|_F$ (the residual bound: at most {_up(p['certificate'].max())}), "
-            f"$\\|W_O^\\top W_O - W_VW_V^\\top\\|_F$ at most {_up(p['imbalance_VO'].max())} of its scale, and the two "
+    return (f"The pairs are balanced: ‖W_Q W_Qᵀ − W_K W_Kᵀ‖_F is at most {_up(p['imbalance'].max())} "
+            f"of ‖W_Q W_Qᵀ‖_F (the residual bound: at most {_up(p['certificate'].max())}), "
+            f"‖W_Oᵀ W_O − W_V W_Vᵀ‖_F at most {_up(p['imbalance_VO'].max())} of its scale, and the two "
             f"sides of the identity agree to {_up(p['identity_error'].max())} (round-off).")
 
 
@@ -275,23 +275,23 @@ def patch_verdict(bounds: pd.DataFrame) -> str:
     ``||W||_F``, how low it gets, and how that compares with the measured distances."""
     b = bounds[(bounds["kind"] == "conv") & (bounds["partition"] == "class") & ~bounds["trivial"] & bounds["reached"]]
     if len(b) == 0:
-        return ("No convolution has more than $K$ rows and columns, so the class bound has nothing to say about "
+        return ("No convolution has more than K rows and columns, so the class bound has nothing to say about "
                 "the kernels.")
     below = int((b["rel_bound_a"] < 1).sum())
     low = float(b["rel_bound_a"].min())
     tail = float(b["rel_tail"].max())
-    measured = f"the measured distances to rank $K$ are at most {rounded(tail, '.2f', +1)} $\\|W\\|_F$"
+    measured = f"the measured distances to rank K are at most {rounded(tail, '.2f', +1)} ‖W‖_F"
     if below == 0:
         return ("**Against what the mechanism of the paper suggests, the clustering of patches does not explain "
                 "the ranks of the kernels here**: with the classes as clusters, even bound (a) is at least "
-                f"{rounded(low, '.2f', -1)} $\\|W\\|_F$ for every kernel, no better than the zero matrix, while "
+                f"{rounded(low, '.2f', -1)} ‖W‖_F for every kernel, no better than the zero matrix, while "
                 f"{measured}.")
     if low > 2 * tail:
         return ("**The clustering of patches certifies little of the kernels' low rank**: with the classes as "
-                f"clusters, bound (a) is below $\\|W\\|_F$ for {below} of {len(b)} kernels but never below "
-                f"{rounded(low, '.2f', -1)} $\\|W\\|_F$, while {measured}.")
-    return (f"With the classes as clusters, bound (a) is below $\\|W\\|_F$ for {below} of {len(b)} kernels and "
-            f"gets as low as {rounded(low, '.2f', -1)} $\\|W\\|_F$, the scale of the measured distances ({measured}).")
+                f"clusters, bound (a) is below ‖W‖_F for {below} of {len(b)} kernels but never below "
+                f"{rounded(low, '.2f', -1)} ‖W‖_F, while {measured}.")
+    return (f"With the classes as clusters, bound (a) is below ‖W‖_F for {below} of {len(b)} kernels and "
+            f"gets as low as {rounded(low, '.2f', -1)} ‖W‖_F, the scale of the measured distances ({measured}).")
 
 
 def absent_sentence(asked: str, used: str, reason: str) -> str:

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 
 from ..report import rounded
 
+# Unicode, not TeX: glued Markdown is not typeset
 #: The loss of every network of the chapter, as the text names it.
-LOSS_NAMES = {"ce": "cross-entropy loss", "mse": "square loss $\\ell(f, y) = \\frac{1}{2}\\|f - e_y\\|^2$"}
+LOSS_NAMES = {"ce": "cross-entropy loss", "mse": "square loss ℓ(f, y) = ½‖f − e_y‖²"}
 
 
 def loss_name(loss: str) -> str:
