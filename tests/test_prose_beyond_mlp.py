@@ -155,12 +155,3 @@ def test_balance_absent_span():
         "**Fashion-MNIST could not be read in this build, so the CNN runs on Digits** (copy the files to "
         "data/FashionMNIST/raw); every CNN number below is measured on Digits.")
     assert prose.span([4, 6, 5]) == "4–6" and prose.span([3, 3]) == "3" and prose.span([]) == "none"
-
-
-def test_no_sentence_carries_tex():
-    """Glued Markdown is not typeset (the browser check found raw $D$): every sentence writes its symbols in
-    Unicode, like the other chapters' prose."""
-    import inspect
-
-    assert "$" not in inspect.getsource(prose)
-

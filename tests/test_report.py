@@ -155,3 +155,18 @@ def test_lbfgs_iterations_counts_the_polish_steps_after_sgd():
                            use_cache=False)
     assert 0 < report.lbfgs_iterations(polished) <= 400
     assert report.lbfgs_iterations(polished) == polished.history["step"][-1] - 20
+
+
+def test_no_prose_module_writes_tex():
+    """Glued Markdown is not typeset by the book (raw $...$ reaches the page: ci/check_browser.py finds it), so
+    every generated sentence writes its symbols in Unicode."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import nrc_utils.prose as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        source = inspect.getsource(importlib.import_module(f"nrc_utils.prose.{info.name}"))
+        assert "$" not in source, f"nrc_utils/prose/{info.name}.py writes TeX"
+    assert "$" not in inspect.getsource(report)
