@@ -46,8 +46,7 @@ from .losses import check_loss
 from .models import MLP, activation_derivative, init_weights, layer_shapes, make_activation
 from . import cache as _cache
 from . import train as _train
-from .train import DivergenceError, TrainConfig, TrainResult, batch_indices, evaluate
-from .gradients import stationarity_residuals
+from .train import DivergenceError, TrainConfig, TrainResult, batch_indices
 
 # Full-batch evaluation runs over chunks of samples so that one activation tensor
 # (members x samples x width) holds at most this many numbers.
@@ -482,19 +481,12 @@ def train_ensemble(d_in: int, widths: Sequence[int], d_out: int, lams: Sequence[
     for m in todo:
         c, net, history = cfgs[m], nets[m], histories[m]
         if polishing:
-            Xm = Xd.to(next(net.parameters()).dtype)
-            final = evaluate(net, Xm, yd, c)
-            residuals = stationarity_residuals(net, Xm, yd, c.lam, c.loss, c.decay_bias) if c.lam > 0 else []
-        else:
+            results[m] = _train.finished_result(net, Xd, yd, c, history, outcomes[m])
+        else:  # the batched SGD stage's own last record
             j = position[m]
             final = {k: last[k][j].item() for k in ("loss", "loss0", "acc", "residual")}
-            residuals = last["residuals"][j].tolist() if c.lam > 0 else []
-        net.cpu()
-        results[m] = TrainResult(net, c, history, residuals, final)
-        if m in outcomes:
-            o = outcomes[m]
-            results[m].polish_stop, results[m].newton_stop, results[m].min_eigenvalue, results[m].max_eigenvalue = \
-                o.polish_stop, o.newton_stop, o.min_eigenvalue, o.max_eigenvalue
+            net.cpu()
+            results[m] = TrainResult(net, c, history, last["residuals"][j].tolist() if c.lam > 0 else [], final)
         if keys[m] is not None:
             _train.save_result(*keys[m], results[m])
             _train.Checkpointer(keys[m][0], net, history, math.inf).discard()

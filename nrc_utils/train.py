@@ -366,6 +366,23 @@ class PolishOutcome:
     max_eigenvalue: float | None = None
 
 
+def finished_result(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, history: dict[str, list],
+                    outcome: PolishOutcome | None) -> TrainResult:
+    """The :class:`TrainResult` of a finished run: the final metrics and per-layer residuals of ``model`` on
+    ``(X, y)`` (in the model's dtype), the polish ``outcome``'s stops and eigenvalues (``None``: not polished);
+    the model is moved to the CPU. Shared by :func:`train`, :func:`polish_warm` and
+    ``ensemble.train_ensemble``."""
+    X = X.to(next(model.parameters()).dtype)
+    final = evaluate(model, X, y, cfg)
+    residuals = stationarity_residuals(model, X, y, cfg.lam, cfg.loss, cfg.decay_bias) if cfg.lam > 0 else []
+    model.cpu()
+    if outcome is None:
+        return TrainResult(model, cfg, history, residuals, final)
+    return TrainResult(model, cfg, history, residuals, final, polish_stop=outcome.polish_stop,
+                       newton_stop=outcome.newton_stop, min_eigenvalue=outcome.min_eigenvalue,
+                       max_eigenvalue=outcome.max_eigenvalue)
+
+
 def polish_networks(nets: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfgs: list[TrainConfig],
                     histories: list[dict[str, list]]) -> list[PolishOutcome]:
     """Stage 2 for ``models.MLP`` networks of one architecture, all at once, in float64 on ``X``'s device.
@@ -643,14 +660,7 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
             outcome = polish_networks([model], Xd, yd, [cfg], [history])[0]
         else:
             outcome = PolishOutcome(polish(model, Xd, yd, cfg, history), None, None)
-    Xd = Xd.to(next(model.parameters()).dtype)
-    final = evaluate(model, Xd, yd, cfg)
-    residuals = stationarity_residuals(model, Xd, yd, cfg.lam, cfg.loss, cfg.decay_bias) if cfg.lam > 0 else []
-    model.cpu()
-    result = TrainResult(model, cfg, history, residuals, final)
-    if outcome is not None:
-        result.polish_stop, result.newton_stop, result.min_eigenvalue, result.max_eigenvalue = \
-            outcome.polish_stop, outcome.newton_stop, outcome.min_eigenvalue, outcome.max_eigenvalue
+    result = finished_result(model, Xd, yd, cfg, history, outcome)
     if key is not None:
         save_result(key, key_config, result)
         checkpointer.discard()
@@ -691,13 +701,7 @@ def polish_warm(models_: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfgs
         outcomes = polish_networks([models_[i] for i in todo], Xd, yd, [cfgs[i] for i in todo],
                                    [histories[i] for i in todo])
         for i, o in zip(todo, outcomes):
-            model, cfg = models_[i], cfgs[i]
-            final = evaluate(model, Xd, yd, cfg)
-            residuals = stationarity_residuals(model, Xd, yd, cfg.lam, cfg.loss, cfg.decay_bias)
-            model.cpu()
-            out[i] = TrainResult(model, cfg, histories[i], residuals, final, polish_stop=o.polish_stop,
-                                 newton_stop=o.newton_stop, min_eigenvalue=o.min_eigenvalue,
-                                 max_eigenvalue=o.max_eigenvalue)
+            out[i] = finished_result(models_[i], Xd, yd, cfgs[i], histories[i], o)
             if keys[i] is not None:
                 save_result(*keys[i], out[i])
     return out  # type: ignore[return-value]
@@ -711,7 +715,7 @@ def history_frame(result: TrainResult) -> "object":
 
 
 __all__ = [
-    "Checkpointer", "DivergenceError", "LBFGS_OPTIONS", "POLISH_METHOD", "POLISH_STOPS", "PolishOutcome", "TrainConfig", "TrainResult", "batch_indices", "cache_key", "load_result", "save_result", "evaluate", "fingerprint", "history_frame",
+    "Checkpointer", "DivergenceError", "LBFGS_OPTIONS", "POLISH_METHOD", "POLISH_STOPS", "PolishOutcome", "TrainConfig", "TrainResult", "batch_indices", "cache_key", "load_result", "save_result", "evaluate", "finished_result", "fingerprint", "history_frame",
     "penalty", "polish", "polish_networks", "polish_warm", "regularised_loss", "run_sgd", "train",
 ]
 
