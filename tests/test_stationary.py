@@ -280,5 +280,63 @@ def test_newton_reaches_1e_12_where_a_symmetry_makes_the_hessian_singular():
     assert r.stops == ["target", "target"] and (r.max_residuals <= 1e-12).all()
     assert (r.max_eigenvalue > 0).all()
     assert (r.min_eigenvalue.abs() <= stationary.ZERO_RTOL * r.max_eigenvalue).all()
-    _low, high = stationary.extreme_eigenvalues(prob, r.theta, dense_max_params=10)  # Lanczos at both ends
+    low, high, how = stationary.extreme_eigenvalues(prob, r.theta, dense_max_params=10)  # Lanczos at both ends
+    assert how == ["lanczos", "lanczos"]
     assert torch.allclose(high, r.max_eigenvalue, rtol=1e-6)
+    assert (low.abs() <= stationary.ZERO_RTOL * high).all()
+
+
+def _dense_extremes(prob, theta):
+    """Smallest and largest eigenvalues of the Hessians of ``L_lambda / lambda^2``, ``(M,)`` each, from eigvalsh."""
+    ev = torch.linalg.eigvalsh(prob.hessians(theta, *prob.data(torch.arange(prob.M))))
+    return ev[:, 0], ev[:, -1]
+
+
+def test_lanczos_finds_both_ends_of_the_spectrum_of_every_member():
+    """Members with their own lambda and data, one batched run: both Ritz values agree with eigvalsh, the
+    residuals meet the tolerance, and the Krylov space stays smaller than P (no full tridiagonalisation)."""
+    prob, theta, X, y = problem([0.01, 0.03, 0.1], per_member_data=True, loss="ce", widths=[8, 8])
+    theta = stationary.lbfgs(prob, theta, tol=1e-6).theta
+    low, high = _dense_extremes(prob, theta)
+    r = stationary.lanczos(prob, theta, tol=1e-10)
+    assert r.stops == ["converged"] * 3
+    assert torch.allclose(r.smallest, low, rtol=1e-8) and torch.allclose(r.largest, high, rtol=1e-10)
+    assert (r.residuals.max(1).values <= 1e-10 * r.largest.abs()).all()
+    assert max(r.steps) < prob.P
+
+
+def test_lanczos_members_alone_or_in_one_batch_or_in_chunks_agree():
+    prob, theta, X, y = problem([0.01, 0.05], loss="mse", widths=[8, 8])
+    theta = stationary.lbfgs(prob, theta, tol=1e-6).theta
+    both = stationary.lanczos(prob, theta)
+    chunked = stationary.lanczos(prob, theta, memory_bytes=1)  # one member per chunk
+    second = stationary.lanczos(prob, theta, members=[1])
+    assert torch.allclose(chunked.smallest, both.smallest, rtol=1e-9)
+    assert second.smallest[0].item() == pytest.approx(both.smallest[1].item(), rel=1e-9)
+    assert second.largest[0].item() == pytest.approx(both.largest[1].item(), rel=1e-9)
+
+
+def test_lanczos_at_its_caps_returns_ritz_values_inside_the_spectrum_and_says_so():
+    """Cauchy interlacing: any Ritz value lies in [lambda_min, lambda_max]; a capped run says which cap, and
+    extreme_eigenvalues reports no eigenvalue for it (NaN) rather than an unconverged one."""
+    prob, theta, X, y = problem([0.01, 0.05], loss="ce", widths=[8, 8])
+    theta = stationary.lbfgs(prob, theta, tol=1e-6).theta
+    low, high = _dense_extremes(prob, theta)
+    r = stationary.lanczos(prob, theta, max_steps=4)
+    assert r.stops == ["step cap"] * 2 and r.steps == [4, 4]
+    assert (r.smallest >= low).all() and (r.largest <= high).all() and (r.smallest > low * 1.01).all()
+    timed = stationary.lanczos(prob, theta, max_seconds=0.0)
+    assert timed.stops == ["time cap"] * 2 and timed.steps == [1, 1]
+    lo, hi, how = stationary.extreme_eigenvalues(prob, theta, dense_max_params=0, lanczos_max_steps=4)
+    assert how == ["lanczos: step cap"] * 2 and torch.isnan(lo).all() and torch.isnan(hi).all()
+
+
+def test_lanczos_stops_exactly_when_the_krylov_space_is_invariant():
+    """With max_steps = P the last beta vanishes (P orthonormal vectors span R^P): the Ritz values are then
+    the exact extreme eigenvalues and the residuals are recorded as zero."""
+    prob, theta, X, y = problem([0.02], loss="mse", widths=[3])
+    low, high = _dense_extremes(prob, theta)
+    r = stationary.lanczos(prob, theta, tol=0.0, max_steps=10**6)
+    assert r.stops == ["converged"] and r.steps == [prob.P] and r.residuals.abs().max() == 0
+    assert r.smallest[0].item() == pytest.approx(low[0].item(), rel=1e-9)
+    assert r.largest[0].item() == pytest.approx(high[0].item(), rel=1e-12)
