@@ -150,13 +150,22 @@ def hessian_summary(results: "list", what: str, why_missing: str = "no Newton st
     (``train.TrainResult.min_eigenvalue`` and ``max_eigenvalue``, computed with the Newton stage), read by
     :func:`hessian_kind`: a strict local minimum, a flat direction (zero up to rounding), or a saddle.
     Networks without it are counted apart, with ``why_missing`` (by default: no Newton stage, i.e. not
-    smooth or not polished; a chapter that leaves large networks out says so).
+    smooth or not polished; a chapter that leaves large networks out says so), except those whose
+    Lanczos iteration stopped at a cap before converging (``TrainResult.hessian`` ``"lanczos: ..."``),
+    which are counted with that reason.
 
     e.g. "The Hessian of L_λ is positive definite at all 5 networks of the sweep (smallest eigenvalue
     from 2.1e-05 to 3.0e-04): strict local minima, not saddles."
     """
     done = [r for r in results if r.min_eigenvalue is not None and math.isfinite(r.min_eigenvalue)]
     missing = len(results) - len(done)
+    capped = sum(1 for r in results if not (r.min_eigenvalue is not None and math.isfinite(r.min_eigenvalue))
+                 and str(getattr(r, "hessian", None)).startswith("lanczos:"))
+    lanczos_words = "the Lanczos iteration reached its cap before converging"
+    if capped == missing:
+        why_missing = lanczos_words
+    elif capped:
+        why_missing = f"{missing - capped}: {why_missing}; {capped}: {lanczos_words}"
     if not done:
         return f"The Hessian's smallest eigenvalue was not computed for the {what} ({why_missing})."
     kinds = {"minimum": [], "flat": [], "saddle": []}

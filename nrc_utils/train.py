@@ -146,7 +146,10 @@ class TrainResult:
     did not run); ``min_eigenvalue`` the smallest eigenvalue of the Hessian of ``L_lambda`` at the
     returned weights (computed with the Newton stage; ``None`` otherwise): positive at a strict
     local minimum, negative at a saddle; ``max_eigenvalue`` the largest one, the scale that says whether
-    the smallest is zero up to rounding (``nrc_utils.stationary.ZERO_RTOL``).
+    the smallest is zero up to rounding (``nrc_utils.stationary.ZERO_RTOL``); ``hessian`` how they were
+    found: ``"eigvalsh"`` or ``"lanczos"``, or why not: ``"lanczos: step cap"`` / ``"lanczos: time cap"``
+    (not converged), ``"skipped"`` (more parameters than ``hessian_max_params``); ``None`` without a
+    Newton stage.
     """
 
     model: nn.Module
@@ -159,6 +162,7 @@ class TrainResult:
     newton_stop: str | None = None
     min_eigenvalue: float | None = None
     max_eigenvalue: float | None = None
+    hessian: str | None = None
 
     @property
     def max_residual(self) -> float:
@@ -358,12 +362,14 @@ def polish(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
 @dataclass
 class PolishOutcome:
     """How :func:`polish_networks` ended for one network: the stop reasons of its two stages and the
-    smallest eigenvalue of the Hessian of ``L_lambda`` (``None`` where the Newton stage did not run)."""
+    extreme eigenvalues of the Hessian of ``L_lambda`` with how they were found (``None`` where the
+    Newton stage did not run; :class:`TrainResult` says more)."""
 
     polish_stop: str
     newton_stop: str | None
     min_eigenvalue: float | None
     max_eigenvalue: float | None = None
+    hessian: str | None = None
 
 
 def finished_result(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, history: dict[str, list],
@@ -380,7 +386,7 @@ def finished_result(model: nn.Module, X: torch.Tensor, y: torch.Tensor, cfg: Tra
         return TrainResult(model, cfg, history, residuals, final)
     return TrainResult(model, cfg, history, residuals, final, polish_stop=outcome.polish_stop,
                        newton_stop=outcome.newton_stop, min_eigenvalue=outcome.min_eigenvalue,
-                       max_eigenvalue=outcome.max_eigenvalue)
+                       max_eigenvalue=outcome.max_eigenvalue, hessian=outcome.hessian)
 
 
 def polish_networks(nets: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfgs: list[TrainConfig],
@@ -424,10 +430,11 @@ def polish_networks(nets: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfg
                                  y if problem.shared else y[rows], problem.lams[rows], problem.loss, problem.activation,
                                  problem.bias, problem.decay_bias, [problem.seeds[m] for m in newton_rows])
         caps = [cfgs[m].hessian_max_params for m in newton_rows]
+        spectra = all(cap is None or problem.P <= cap for cap in caps)
         second = stationary.newton(sub, theta[rows], tol=[cfgs[m].newton_tol for m in newton_rows],
                                    max_iter=max(cfgs[m].newton_max_iter for m in newton_rows),
                                    max_seconds=max(cfgs[m].polish_max_seconds for m in newton_rows),
-                                   eigenvalues=all(cap is None or problem.P <= cap for cap in caps))
+                                   eigenvalues=spectra)
         theta[rows] = second.theta
     weights, biases = problem.unflatten(theta)
     outcomes = []
@@ -444,10 +451,11 @@ def polish_networks(nets: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfg
                     time.perf_counter() - sec)
         Xm = X if problem.shared else X[m]
         ym = y if problem.shared else y[m]
-        newton_stop = min_eig = max_eig = None
+        newton_stop = min_eig = max_eig = hessian = None
         if m in newton_rows:
             j = newton_rows.index(m)
             newton_stop = second.stops[j]
+            hessian = second.eig_method[j] if spectra else "skipped"
             if math.isfinite(float(second.min_eigenvalue[j])):
                 min_eig, max_eig = float(second.min_eigenvalue[j]), float(second.max_eigenvalue[j])
             # the L-BFGS stage's closing record is not kept apart: its point is the start of Newton's
@@ -459,7 +467,7 @@ def polish_networks(nets: list[nn.Module], X: torch.Tensor, y: torch.Tensor, cfg
                     t0 - second.seconds[j])
         else:
             _record(history, start + first.iterations[m], "lbfgs", evaluate(net, Xm, ym, c), t0)
-        outcomes.append(PolishOutcome(first.stops[m], newton_stop, min_eig, max_eig))
+        outcomes.append(PolishOutcome(first.stops[m], newton_stop, min_eig, max_eig, hessian))
     return outcomes
 
 
@@ -508,7 +516,8 @@ def load_result(key: str, model: nn.Module, cfg: TrainConfig) -> TrainResult | N
     model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
     return TrainResult(model, cfg, meta["history"], meta["residuals"], meta["final"], from_cache=True,
                        polish_stop=meta.get("polish_stop"), newton_stop=meta.get("newton_stop"),
-                       min_eigenvalue=meta.get("min_eigenvalue"), max_eigenvalue=meta.get("max_eigenvalue"))
+                       min_eigenvalue=meta.get("min_eigenvalue"), max_eigenvalue=meta.get("max_eigenvalue"),
+                       hessian=meta.get("hessian"))
 
 
 def save_result(key: str, config: dict, result: TrainResult) -> bool:
@@ -520,7 +529,7 @@ def save_result(key: str, config: dict, result: TrainResult) -> bool:
     return _cache.try_save(key, arrays, {"history": result.history, "residuals": result.residuals,
                                          "final": result.final, "polish_stop": result.polish_stop,
                                          "newton_stop": result.newton_stop, "min_eigenvalue": result.min_eigenvalue,
-                                         "max_eigenvalue": result.max_eigenvalue},
+                                         "max_eigenvalue": result.max_eigenvalue, "hessian": result.hessian},
                            config=config)
 
 

@@ -57,10 +57,11 @@ def test_bad_arguments_are_refused():
     assert rounded(math.inf, ".1e", 1) == "inf"
 
 
-def _result(stop, res, target=1e-6, eig=None, eig_max=None):
+def _result(stop, res, target=1e-6, eig=None, eig_max=None, hessian=None):
     from types import SimpleNamespace
 
-    return SimpleNamespace(stop=stop, max_residual=res, target=target, min_eigenvalue=eig, max_eigenvalue=eig_max)
+    return SimpleNamespace(stop=stop, max_residual=res, target=target, min_eigenvalue=eig, max_eigenvalue=eig_max,
+                           hessian=hessian)
 
 
 def test_stop_summary_counts_and_explains():
@@ -132,6 +133,19 @@ def test_hessian_summary_every_branch():
         "The Hessian's smallest eigenvalue was not computed for the nets (more than 3000 parameters).")
     assert hessian_summary([_result("target", 1e-13, eig=1e-3, eig_max=1.0), _result("target", 1e-13)], "nets",
                            "too large") .endswith("It was not computed for 1 more (too large).")
+
+
+def test_hessian_summary_names_a_lanczos_cap_apart_from_the_chapters_reason():
+    from nrc_utils.report import hessian_summary
+
+    capped = _result("target", 1e-13, eig=None, hessian="lanczos: step cap")
+    timed = _result("target", 1e-13, eig=float("nan"), hessian="lanczos: time cap")
+    skipped = _result("target", 1e-13, hessian="skipped")
+    words = "the Lanczos iteration reached its cap before converging"
+    assert hessian_summary([capped, timed], "nets", "too large") == (
+        f"The Hessian's smallest eigenvalue was not computed for the nets ({words}).")
+    assert hessian_summary([_result("target", 1e-13, eig=1e-3, eig_max=1.0), capped, skipped], "nets",
+                           "too large").endswith(f"It was not computed for 2 more (1: too large; 1: {words}).")
 
 
 def test_subscript_turns_digits_into_subscripts():

@@ -424,11 +424,12 @@ def test_newton_stage_reaches_1e_12_and_reports_the_hessian(mixture):
     assert r.min_eigenvalue is not None and r.min_eigenvalue > 0
     hit = train.train(models.MLP(mixture.d, [6], 3, seed=1), mixture.X, mixture.y, cfg)
     assert hit.from_cache and (hit.newton_stop, hit.min_eigenvalue) == (r.newton_stop, r.min_eigenvalue)
+    assert r.hessian == hit.hessian == "eigvalsh"
     # without newton_tol: L-BFGS only, nothing about the Hessian
     plain = train.train(models.MLP(mixture.d, [6], 3, seed=1), mixture.X, mixture.y,
                         TrainConfig(lam=1e-2, lr=0.1, steps=50, polish_tol=1e-6), use_cache=False)
     assert plain.newton_stop is None and plain.min_eigenvalue is None and plain.stop == plain.polish_stop
-    assert plain.target == 1e-6
+    assert plain.target == 1e-6 and plain.hessian is None
 
 
 def test_newton_stage_skips_relu_networks(mixture):
@@ -500,6 +501,6 @@ def test_hessian_max_params_leaves_the_eigenvalues_of_larger_networks_out(mixtur
     assert small.reached and small.min_eigenvalue is not None and small.max_eigenvalue > small.min_eigenvalue > 0
     large = train.train(net(), mixture.X, mixture.y, TrainConfig(**base, hessian_max_params=65), use_cache=False)
     assert large.reached and large.max_residual <= 1e-12
-    assert large.min_eigenvalue is None and large.max_eigenvalue is None
+    assert large.min_eigenvalue is None and large.max_eigenvalue is None and large.hessian == "skipped"
     message = one_line_value_error({"hessian_max_params": -1}, mixture)
     assert "hessian_max_params must be an integer >= 0" in message
