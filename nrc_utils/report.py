@@ -159,8 +159,8 @@ def hessian_summary(results: "list", what: str, why_missing: str = "no Newton st
     """
     done = [r for r in results if r.min_eigenvalue is not None and math.isfinite(r.min_eigenvalue)]
     missing = len(results) - len(done)
-    capped = sum(1 for r in results if not (r.min_eigenvalue is not None and math.isfinite(r.min_eigenvalue))
-                 and str(getattr(r, "hessian", None)).startswith("lanczos:"))
+    done_ids = {id(r) for r in done}
+    capped = sum(1 for r in results if id(r) not in done_ids and str(getattr(r, "hessian", None)).startswith("lanczos:"))
     lanczos_words = "the Lanczos iteration reached its cap before converging"
     if capped == missing:
         why_missing = lanczos_words

@@ -352,8 +352,8 @@ class NewtonResult:
     the Hessian of ``L_lambda`` at the final point (that of ``L_lambda / lambda^2`` times
     ``lambda^2``), NaN when not computed; ``method`` ``"dense"`` or ``"cg"`` and ``eig_method``
     per member (:func:`extreme_eigenvalues`'s ``how``; ``"none"`` without ``eigenvalues``);
-    ``backtracked``: steps shortened because neither the full step lowered the residual nor could it be taken as a raise; ``raised``: full steps taken although
-    they raised the residual (the returned point is the best one seen, never one of those);
+    ``backtracked``: steps shortened because neither the full step lowered the residual nor could it be
+    taken as a raise; ``raised``: full steps taken although they raised the residual (the returned point is the best one seen, never one of those);
     ``negative_curvature``: Newton-CG solves that met negative curvature; ``seconds`` per member
     (the Newton steps of its chunk; the eigenvalue not included);
     ``lams`` the members' lambdas; ``max_eigenvalue`` ``(M,)`` the largest Hessian eigenvalue of ``L_lambda``
@@ -726,9 +726,10 @@ def lanczos(problem: Problem, theta: torch.Tensor, members: Sequence[int] | None
     in absolute value (checked every ``check_every`` steps), or when ``beta_k`` vanishes (the Krylov
     space is invariant: its Ritz values are eigenvalues); else at ``max_steps`` ("step cap") or after
     ``max_seconds`` ("time cap"), with the Ritz values reached. Keeping every ``q_k`` (restarted
-    Lanczos, ARPACK's ``eigsh``, forgets them) matters here: for chapter 1's network (12,928
-    parameters, eigenvalues 0.3 to 3e4 on this scale) the smallest one converges in about 400
-    products where ``eigsh(which="SA", ncv=40)`` takes 1,700. Members run in chunks whose vectors
+    Lanczos, ARPACK's ``eigsh``, forgets them) matters here: for the digits network of
+    ``benchmarks/polish.py`` (8,832 parameters, eigenvalues 0.3 to 3e4 on this scale) both ends
+    converge in 380 products, where ``eigsh(which="SA", ncv=40)`` took 1,701 for the smallest
+    eigenvalue of chapter 1's network (12,928 parameters). Members run in chunks whose vectors
     ``q_k`` take at most ``memory_bytes``.
     """
     M, P = theta.shape
@@ -768,11 +769,11 @@ def lanczos(problem: Problem, theta: torch.Tensor, members: Sequence[int] | None
                 Q = grown
             Q[a, k + 1] = w / b.clamp_min(torch.finfo(torch.float64).tiny)[:, None]
             done = []
-            for i, j in enumerate(active):
+            last = k + 1 == max_steps
+            late = time.perf_counter() - t_start > max_seconds
+            for j in active:
                 scale = max(abs(alpha[j, :k + 1]).max(), beta[j, :k + 1].max())
                 exhausted = beta[j, k] <= 1e-14 * scale
-                last = k + 1 == max_steps
-                late = time.perf_counter() - t_start > max_seconds
                 if not (exhausted or last or late or (k + 1) % check_every == 0):
                     continue
                 lo, hi, r_lo, r_hi = _tridiagonal_extremes(alpha[j, :k + 1], beta[j, :k + 1])
