@@ -396,32 +396,38 @@ def _per_member(value: float | Sequence[float], M: int, name: str, dtype=torch.f
 
 
 # ====================================================================== L-BFGS
-def _inverse_hessian_product(g: torch.Tensor, Z: torch.Tensor, SY: torch.Tensor, YY: torch.Tensor,
-                             stamp: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+def _inverse_hessian_product(g: torch.Tensor, Zt: torch.Tensor, SY: torch.Tensor, YY: torch.Tensor,
+                             count: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """``H g`` per member for the L-BFGS inverse-Hessian approximation ``H`` of the stored pairs, compact form.
 
-    ``g`` ``(m, P)``; ``Z = [S; Y]`` ``(m, 2h, P)`` (rows ``i`` and ``h + i`` hold ``s_i`` and ``y_i``; empty
-    slots zero);
-    ``SY[i, j] = s_i^T y_j`` and ``YY[i, j] = y_i^T y_j`` ``(m, h, h)``; ``stamp`` ``(m, h)`` the
-    insertion count of each slot (-1: empty), which orders the pairs; ``gamma`` ``(m,)``.
+    ``g`` ``(m, P)``; ``Zt = [S, Y]`` ``(m, P, 2h)`` (columns ``i`` and ``h + i`` hold ``s_i`` and ``y_i``);
+    ``SY[i, j] = s_i^T y_j`` and ``YY[i, j] = y_i^T y_j`` ``(m, h, h)``; ``count`` ``(m,)`` the pairs stored
+    since the history was last emptied: slot ``count % h`` is the next to be written (a ring), so the
+    pairs from oldest to newest sit in slots ``(count + j) % h``, ``j = 0 .. h-1``, the first
+    ``h - min(count, h)`` of them empty (zero columns, zero rows of ``SY`` and ``YY``); ``gamma`` ``(m,)``.
     ``H g = gamma g + S u - gamma Y w`` with ``R w = S^T g`` and
-    ``R^T u = (D + gamma Y^T Y) w - gamma Y^T g``, ``R_ij = s_i^T y_j`` when pair ``i`` is not newer
-    than pair ``j`` (else 0), ``D = diag(s_i^T y_i)`` (Byrd, Nocedal & Schnabel 1994, eq. 3.13).
-    Empty slots get ``R_ii = 1`` and zero elsewhere, so they add nothing.
+    ``R^T u = (D + gamma Y^T Y) w - gamma Y^T g``, ``R_ij = s_i^T y_j`` for pair ``i`` not newer than pair
+    ``j`` (else 0: upper triangular in age order), ``D = diag(s_i^T y_i)`` (Byrd, Nocedal & Schnabel 1994,
+    eq. 3.13). Empty slots get ``R_ii = 1``, so they add nothing.
     """
-    h = Z.shape[1] // 2
-    valid = stamp >= 0
-    ab = torch.bmm(Z, g[:, :, None]).squeeze(2)
-    a, bb = ab[:, :h], ab[:, h:]
-    order = (stamp[:, :, None] <= stamp[:, None, :]) & valid[:, :, None] & valid[:, None, :]
-    R = torch.where(order, SY, torch.zeros_like(SY)) + torch.diag_embed((~valid).to(SY.dtype))
-    D = torch.diag_embed(torch.diagonal(SY, dim1=1, dim2=2) * valid)
-    gam = gamma[:, None]
-    w = torch.linalg.solve(R, a)
-    rhs = torch.bmm(D + gam[:, :, None] * YY, w[:, :, None]).squeeze(2) - gam * bb
-    u = torch.linalg.solve(R.transpose(1, 2), rhs)
-    coef = torch.cat([u, -gam * w], 1)
-    return gam * g + torch.bmm(coef[:, None, :], Z).squeeze(1)
+    m, h = SY.shape[0], SY.shape[1]
+    j = torch.arange(h, device=g.device)
+    age = (count[:, None] + j) % h  # (m, h): the slot of the j-th oldest pair
+    empty = j < (h - count.clamp(max=h))[:, None]  # (m, h), in age order
+    ab = torch.bmm(g[:, None, :], Zt).squeeze(1)  # (m, 2h): s_i^T g, y_i^T g
+    ab = ab.gather(1, torch.cat([age, age + h], 1))  # in age order
+    a, bb = ab[:, :h, None], ab[:, h:, None]
+    rows, cols = age[:, :, None].expand(m, h, h), age[:, None, :].expand(m, h, h)
+    SYa, YYa = SY.gather(1, rows).gather(2, cols), YY.gather(1, rows).gather(2, cols)
+    R = SYa.triu() + torch.diag_embed(empty.to(SY.dtype))
+    gam = gamma[:, None, None]
+    w = torch.linalg.solve_triangular(R, a, upper=True)  # (m, h, 1)
+    rhs = torch.diagonal(SYa, dim1=1, dim2=2)[:, :, None] * w + gam * (torch.bmm(YYa, w) - bb)
+    u = torch.linalg.solve_triangular(R.transpose(1, 2), rhs, upper=False)
+    coef = torch.cat([u, -gam * w], 1).squeeze(2)  # age order
+    ring = (j - count[:, None]) % h  # (m, h): the age of the pair in each slot
+    coef = coef.gather(1, torch.cat([ring, ring + h], 1))  # slot order
+    return gamma[:, None] * g + torch.bmm(Zt, coef[:, :, None]).squeeze(2)
 
 
 class _Batch:
@@ -475,7 +481,7 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
     iterations, evaluations, seconds = [0] * M, [0] * M, [0.0] * M
     batch_sizes: list[int] = []
     trace: list[list[tuple[int, float, float, float, float]]] = [[] for _ in range(M)]
-    names = ["ids", "x", "f", "g", "res", "Z", "SY", "YY", "stamp", "count", "gamma", "steep", "lam", "iters", "evals",
+    names = ["ids", "x", "f", "g", "res", "Zt", "SY", "YY", "count", "gamma", "steep", "lam", "iters", "evals",
              "entered"]
     b = _Batch(names if problem.shared else names + ["Xb", "yb"])
     caps, tols = caps.to(dev), tols.to(dev)
@@ -512,9 +518,9 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
             bad = ids[~torch.isfinite(f)].tolist()
             raise DivergenceError(f"L_lambda is not finite at the start of members {bad}; check their weights")
         new = {"ids": ids, "x": x, "f": f, "g": g, "res": rho,
-               "Z": torch.zeros(n, 2 * h, P, dtype=torch.float64, device=dev),
+               "Zt": torch.zeros(n, P, 2 * h, dtype=torch.float64, device=dev),
                "SY": torch.zeros(n, h, h, dtype=torch.float64, device=dev), "YY": torch.zeros(n, h, h, dtype=torch.float64, device=dev),
-               "stamp": torch.full((n, h), -1, dtype=torch.long, device=dev), "count": torch.zeros(n, dtype=torch.long, device=dev),
+               "count": torch.zeros(n, dtype=torch.long, device=dev),
                "gamma": torch.ones(n, dtype=torch.float64, device=dev), "steep": torch.zeros(n, dtype=torch.bool, device=dev),
                "lam": lam, "iters": torch.zeros(n, dtype=torch.long, device=dev),
                "evals": torch.ones(n, dtype=torch.long, device=dev),
@@ -535,8 +541,8 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
         batch_sizes.append(n)
         ar = torch.arange(n, device=dev)
         # ---- direction: d = -H g, compact L-BFGS form (empty slots contribute nothing)
-        has = (b.stamp >= 0).any(1)
-        d = -_inverse_hessian_product(b.g, b.Z, b.SY, b.YY, b.stamp, b.gamma)
+        has = b.count > 0
+        d = -_inverse_hessian_product(b.g, b.Zt, b.SY, b.YY, b.count, b.gamma)
         use_steep = b.steep | ~has
         d = torch.where(use_steep[:, None], -b.g, d)
         gd = (b.g * d).sum(1)
@@ -551,11 +557,16 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
         ok_all = torch.zeros(n, dtype=torch.bool, device=dev)
         pending = ar
         for trial in range(max_ls):
-            tp = t[pending]
-            xp = b.x[pending] + tp[:, None] * d[pending]
-            fp, gp, _L, rp = problem.evaluate(xp, *data_of(pending))
-            b.evals[pending] += 1
-            fo, gdo = b.f[pending], gd[pending]
+            if trial == 0:  # every member, without copying the batch
+                tp, fo, gdo = t, b.f, gd
+                xp = torch.addcmul(b.x, t[:, None], d)
+                fp, gp, _L, rp = problem.evaluate(xp, *data_of())
+                b.evals += 1
+            else:
+                tp, fo, gdo = t[pending], b.f[pending], gd[pending]
+                xp = b.x[pending] + tp[:, None] * d[pending]
+                fp, gp, _L, rp = problem.evaluate(xp, *data_of(pending))
+                b.evals[pending] += 1
             # Armijo on the difference: ``fp <= fo + c1 t g.d`` would accept fp == fo once c1 t g.d is below
             # fo's rounding, and L-BFGS would then creep along at the float64 floor without ever stopping
             ok = torch.isfinite(fp) & (fp - fo <= c1 * tp * gdo)
@@ -579,23 +590,21 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
         s = x_new - b.x
         yv = g_new - b.g
         ys = (s * yv).sum(1)
-        good = ok_all & (ys > curvature_eps * s.norm(dim=1) * yv.norm(dim=1))
-        if good.any():
-            k = good.nonzero().flatten()
+        yy = (yv * yv).sum(1)
+        good = ok_all & (ys > curvature_eps * (s * s).sum(1).sqrt() * yy.sqrt())
+        all_good = bool(good.all())
+        if all_good or good.any():
+            k = ar if all_good else good.nonzero().flatten()
+            sk, yk = (s, yv) if all_good else (s[k], yv[k])
             slot = b.count[k] % h
-            b.Z[k, slot], b.Z[k, h + slot] = s[k], yv[k]
-            b.stamp[k, slot] = b.count[k]
+            b.Zt[k, :, slot], b.Zt[k, :, h + slot] = sk, yk
             b.count[k] += 1
-            prods = torch.bmm(b.Z, torch.stack([s, yv], 2))[k]  # (k, 2h, 2): S s, S y / Y s, Y y
-            Ss_y, Ys, Yy = prods[:, :h, 1], prods[:, h:, 0], prods[:, h:, 1]
-            SY, YY = b.SY[k], b.YY[k]
-            kk = torch.arange(len(k), device=dev)
-            SY[kk, slot, :] = Ys  # s_new^T y_j
-            SY[kk, :, slot] = Ss_y  # s_i^T y_new
-            YY[kk, slot, :] = Yy
-            YY[kk, :, slot] = Yy
-            b.SY[k], b.YY[k] = SY, YY
-            b.gamma[k] = ys[k] / (yv[k] * yv[k]).sum(1)
+            prods = torch.bmm(torch.stack([sk, yk], 1), b.Zt if all_good else b.Zt[k])  # (k, 2, 2h)
+            b.SY[k, slot, :] = prods[:, 0, h:]  # s_new^T y_j
+            b.SY[k, :, slot] = prods[:, 1, :h]  # s_i^T y_new
+            b.YY[k, slot, :] = prods[:, 1, h:]
+            b.YY[k, :, slot] = prods[:, 1, h:]
+            b.gamma[k] = ys[k] / yy[k]
         b.x, b.f, b.g, b.res = x_new, f_new, g_new, r_new
         b.iters += 1
         if trace_every:
@@ -614,10 +623,9 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
         retry = failed & ~(use_steep | bad)
         drop = retry | bad
         if drop.any():
-            b.Z[drop] = 0.0
+            b.Zt[drop] = 0.0
             b.SY[drop] = 0.0
             b.YY[drop] = 0.0
-            b.stamp[drop] = -1
             b.count[drop] = 0
             b.gamma[drop] = 1.0
         b.steep = retry
@@ -625,13 +633,15 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
         reached = b.res.max(1).values <= tols[b.ids]
         timed = (time.perf_counter() - clock0) - b.entered > max_seconds
         capped = b.iters >= caps[b.ids]
-        stop = torch.zeros(n, dtype=torch.bool, device=dev)
-        for mask, reason in ((reached, "target"), (stalled, "no progress"), (timed, "time cap"), (capped, "iteration cap")):
-            this = mask & ~stop
-            if this.any():
-                finish(this.nonzero().flatten(), reason)
-                stop |= this
+        stop = reached | stalled | timed | capped
         if stop.any():
+            stop = torch.zeros(n, dtype=torch.bool, device=dev)
+            for mask, reason in ((reached, "target"), (stalled, "no progress"), (timed, "time cap"),
+                                 (capped, "iteration cap")):
+                this = mask & ~stop
+                if this.any():
+                    finish(this.nonzero().flatten(), reason)
+                    stop |= this
             b.keep(~stop)
             admit()
     return LBFGSResult(out_theta, [str(s) for s in stops], iterations, evaluations, out_res, out_loss, seconds,
