@@ -23,7 +23,7 @@ so compare the ratios of one run.
 2. Time per network to 1e-12 for the digits MLP 64-64-64-10 of ``benchmarks/benchmark.py`` part 3
    (tanh, no biases, ``lambda = 5e-3``, N = 1797, 1000 steps of full-batch GD at lr 0.5), with
    cross-entropy and with the square loss: ``stationary.lbfgs`` to 1e-6, then ``stationary.newton``
-   (12,928 parameters: Newton-CG, Lanczos for the smallest eigenvalue).
+   (8,832 parameters: Newton-CG, Lanczos for the smallest eigenvalue).
 """
 
 from __future__ import annotations
