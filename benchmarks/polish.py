@@ -24,6 +24,10 @@ so compare the ratios of one run.
    (tanh, no biases, ``lambda = 5e-3``, N = 1797, 1000 steps of full-batch GD at lr 0.5), with
    cross-entropy and with the square loss: ``stationary.lbfgs`` to 1e-6, then ``stationary.newton``
    (8,832 parameters: Newton-CG, Lanczos for the smallest eigenvalue).
+3. What limits part 1: the iterations each of part 1's four ``lambda = 0.003`` networks needs to reach
+   the residual target, for ``stationary.lbfgs`` with histories of 20, 50 and 100 pairs (one batched
+   call each) and for ``train.polish`` (``torch.optim.LBFGS``, history 100, strong Wolfe). The batched
+   run lasts as long as its slowest member, so its iteration count sets the speed-up.
 """
 
 from __future__ import annotations
@@ -201,10 +205,43 @@ def part2(max_seconds: float) -> dict:
     return {loss: digits_run(loss, max_seconds) for loss in ("ce", "mse")}
 
 
+# --------------------------------------------------------------------------------------
+# 3. iterations of the slowest networks against the history size
+# --------------------------------------------------------------------------------------
+
+def part3(tol: float, max_seconds: float) -> dict:
+    X, y, lams, nets = chapter3_start()
+    lam = min(lams)
+    sel = [m for m, v in enumerate(lams) if v == lam]
+    print(f"3. Iterations to residual < {tol:g} of the {len(sel)} networks of part 1 with lambda = {lam:g} "
+          f"(members {sel}): stationary.lbfgs by history size, and train.polish (torch.optim.LBFGS, history 100)")
+    problem, theta0 = stationary.Problem.from_mlps([nets[m] for m in sel], X, y, [lam] * len(sel), "mse")
+    out: dict = {"members": sel, "lambda": lam}
+    for h in (20, 50, 100):
+        r, wall, _cpu = timed(lambda: stationary.lbfgs(problem, theta0, tol=tol, max_iter=10**6, max_seconds=max_seconds,
+                                                       history_size=h))
+        out[f"lbfgs_history_{h}"] = {"iterations": r.iterations, "stops": r.stops, "seconds": wall,
+                                     "ms_per_batched_iteration": 1000 * wall / max(1, len(r.batch_sizes))}
+        print(f"   stationary.lbfgs, history {h:>3}: iterations {r.iterations}, {wall:.1f} s "
+              f"({out[f'lbfgs_history_{h}']['ms_per_batched_iteration']:.2f} ms per batched iteration), "
+              f"stops {sorted(set(r.stops))}")
+    its, stops = [], []
+    for m in sel:
+        n, hist = copy.deepcopy(nets[m]), {}
+        cfg = train.TrainConfig(lam=lam, loss="mse", polish_tol=tol, polish_max_iter=10**6,
+                                polish_max_seconds=max_seconds, polish_chunk=50)
+        stops.append(train.polish(n, X, y, cfg, hist))
+        its.append(hist["step"][-1])
+    out["torch_lbfgs_history_100"] = {"iterations": its, "stops": stops}
+    print(f"   train.polish (torch.optim.LBFGS, history 100, counted in chunks of 50): iterations {its}, "
+          f"stops {sorted(set(stops))}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--parts", default="1,2", help="which parts to run, e.g. 1 (default 1,2)")
+    parser.add_argument("--parts", default="1,2", help="which parts to run, e.g. 1 or 1,3 (default 1,2)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each path of part 1, the best counts")
     parser.add_argument("--tol", type=float, default=1e-6, help="residual target of part 1 (default 1e-6)")
     parser.add_argument("--max-seconds", type=float, default=900.0, help="time cap of every solve (default 900)")
@@ -220,6 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["chapter3"] = part1(args.repeats, args.tol, args.max_seconds)
     if 2 in parts:
         result["digits"] = part2(args.max_seconds)
+    if 3 in parts:
+        result["iterations_by_history"] = part3(args.tol, args.max_seconds)
     result["load_end"] = load()
     print(f"load average at the end: {result['load_end']}")
     print(json.dumps(result))
