@@ -89,6 +89,48 @@ def test_batched_equals_one_by_one_across_lambdas_and_data():
     assert queued.batch_sizes == [1] * 75
 
 
+def _two_loop(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Nocedal & Wright, Algorithm 7.4, with H_0 = (s^T y / y^T y) I of the newest pair (identity without pairs)."""
+    q, alphas = g.clone(), []
+    for s, y in reversed(pairs):
+        a = (s @ q) / (y @ s)
+        alphas.append(a)
+        q = q - a * y
+    r = q * ((pairs[-1][0] @ pairs[-1][1]) / (pairs[-1][1] @ pairs[-1][1]) if pairs else 1.0)
+    for (s, y), a in zip(pairs, reversed(alphas)):
+        r = r + s * (a - (y @ r) / (y @ s))
+    return r
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 5, 6, 13])
+def test_compact_product_in_its_ring_matches_the_two_loop_recursion(count):
+    """The ring of h = 5 slots holds the newest min(count, 5) pairs; the compact form (Byrd, Nocedal &
+    Schnabel eq. 3.13) ordered by age gives the two-loop recursion's H g, for empty, partial and wrapped rings."""
+    gen = torch.Generator().manual_seed(count)
+    P, h, m = 12, 5, 2
+    A = torch.randn(P, P, generator=gen, dtype=torch.float64)
+    A = A @ A.T + torch.eye(P, dtype=torch.float64)  # y = A s: positive curvature
+    Zt = torch.zeros(m, P, 2 * h, dtype=torch.float64)
+    SY, YY = torch.zeros(m, h, h, dtype=torch.float64), torch.zeros(m, h, h, dtype=torch.float64)
+    pairs: list[list] = [[], []]
+    for member in range(m):
+        for c in range(count):
+            s = torch.randn(P, generator=gen, dtype=torch.float64)
+            y = A @ s
+            pairs[member].append((s, y))
+            slot = c % h
+            Zt[member, :, slot], Zt[member, :, h + slot] = s, y
+            S, Y = Zt[member, :, :h], Zt[member, :, h:]
+            SY[member], YY[member] = S.T @ Y, Y.T @ Y
+    g = torch.randn(m, P, generator=gen, dtype=torch.float64)
+    newest = [p[-1] for p in pairs] if count else None
+    gamma = torch.tensor([(s @ y) / (y @ y) for s, y in newest]) if count else torch.ones(m, dtype=torch.float64)
+    out = stationary._inverse_hessian_product(g, Zt, SY, YY, torch.full((m,), count), gamma)
+    for member in range(m):
+        ref = _two_loop(g[member], pairs[member][-h:] if count else [])
+        assert torch.allclose(out[member], ref, rtol=1e-9, atol=1e-12)
+
+
 def test_finished_members_leave_the_batch():
     prob, theta, _X, _y = problem([0.01, 0.03, 0.1, 0.15])
     r = stationary.lbfgs(prob, theta, tol=1e-6, max_iter=5000)
