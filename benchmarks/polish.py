@@ -77,6 +77,16 @@ def chapter3_start():
     return X, y, lams, [r.model.double() for r in res]
 
 
+def torch_polish(net, X, y, lam: float, tol: float, max_seconds: float):
+    """``train.polish`` on a copy of ``net`` (``torch.optim.LBFGS``, history 100, strong Wolfe, checked every 50
+    iterations) to residual ``tol``: ``(network, stop reason, iterations)``."""
+    n, hist = copy.deepcopy(net), {}
+    cfg = train.TrainConfig(lam=lam, loss="mse", polish_tol=tol, polish_max_iter=10**6, polish_max_seconds=max_seconds,
+                            polish_chunk=50)
+    stop = train.polish(n, X, y, cfg, hist)
+    return n, stop, hist["step"][-1]
+
+
 def part1(repeats: int, tol: float, max_seconds: float) -> dict:
     X, y, lams, nets = chapter3_start()
     print(f"1. 16 chapter-3 networks 24-24-24-24-4 (tanh, square loss, N={len(y)}), lambda {sorted(set(lams))} x 4 seeds, "
@@ -84,14 +94,7 @@ def part1(repeats: int, tol: float, max_seconds: float) -> dict:
           f"(best of {repeats})")
 
     def singles():
-        out = []
-        for net, lam in zip(nets, lams):
-            n, h = copy.deepcopy(net), {}
-            cfg = train.TrainConfig(lam=lam, loss="mse", polish_tol=tol, polish_max_iter=10**6,
-                                    polish_max_seconds=max_seconds, polish_chunk=50)
-            stop = train.polish(n, X, y, cfg, h)
-            out.append((n, stop, h["step"][-1]))
-        return out
+        return [torch_polish(net, X, y, lam, tol, max_seconds) for net, lam in zip(nets, lams)]
 
     problem, theta0 = stationary.Problem.from_mlps(nets, X, y, lams, "mse")
 
@@ -225,13 +228,8 @@ def part3(tol: float, max_seconds: float) -> dict:
         print(f"   stationary.lbfgs, history {h:>3}: iterations {r.iterations}, {wall:.1f} s "
               f"({out[f'lbfgs_history_{h}']['ms_per_batched_iteration']:.2f} ms per batched iteration), "
               f"stops {sorted(set(r.stops))}")
-    its, stops = [], []
-    for m in sel:
-        n, hist = copy.deepcopy(nets[m]), {}
-        cfg = train.TrainConfig(lam=lam, loss="mse", polish_tol=tol, polish_max_iter=10**6,
-                                polish_max_seconds=max_seconds, polish_chunk=50)
-        stops.append(train.polish(n, X, y, cfg, hist))
-        its.append(hist["step"][-1])
+    runs = [torch_polish(nets[m], X, y, lam, tol, max_seconds) for m in sel]
+    its, stops = [i for _n, _s, i in runs], [s for _n, s, _i in runs]
     out["torch_lbfgs_history_100"] = {"iterations": its, "stops": stops}
     print(f"   train.polish (torch.optim.LBFGS, history 100, counted in chunks of 50): iterations {its}, "
           f"stops {sorted(set(stops))}")

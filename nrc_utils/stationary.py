@@ -633,8 +633,7 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
         reached = b.res.max(1).values <= tols[b.ids]
         timed = (time.perf_counter() - clock0) - b.entered > max_seconds
         capped = b.iters >= caps[b.ids]
-        stop = reached | stalled | timed | capped
-        if stop.any():
+        if bool((reached | stalled | timed | capped).any()):
             stop = torch.zeros(n, dtype=torch.bool, device=dev)
             for mask, reason in ((reached, "target"), (stalled, "no progress"), (timed, "time cap"),
                                  (capped, "iteration cap")):
