@@ -15,11 +15,11 @@ so compare the ratios of one run.
    loss; ``lambda`` in ``{0.003, 0.008, 0.02, 0.05}`` times seeds 0..3; 300 steps of full-batch
    gradient descent (lr 0.5, float64, ``ensemble.train_ensemble``), then to a residual below 1e-6:
    ``train.polish`` on each network in turn (``torch.optim.LBFGS``, history 100, strong Wolfe,
-   checked every 50 iterations) against one call of ``stationary.lbfgs`` for all sixteen (history 20,
-   Armijo, checked every iteration), and against the same ``stationary.lbfgs`` run on one network at a
-   time (what ``train.train`` does for a single MLP), which isolates the gain of batching. Then
-   ``stationary.newton`` from the batched result to 1e-12, with the smallest Hessian eigenvalue of
-   every network.
+   checked every 50 iterations) against one call of ``stationary.lbfgs`` for all sixteen (the book's
+   ``train.LBFGS_OPTIONS``: history 50; Armijo, checked every iteration), and against the same
+   ``stationary.lbfgs`` run on one network at a time (what ``train.train`` does for a single MLP),
+   which isolates the gain of batching. Then ``stationary.newton`` from the batched result to
+   1e-12, with the smallest Hessian eigenvalue of every network.
 2. Time per network to 1e-12 for the digits MLP 64-64-64-10 of ``benchmarks/benchmark.py`` part 3
    (tanh, no biases, ``lambda = 5e-3``, N = 1797, 1000 steps of full-batch GD at lr 0.5), with
    cross-entropy and with the square loss: ``stationary.lbfgs`` to 1e-6, then ``stationary.newton``
@@ -99,14 +99,16 @@ def part1(repeats: int, tol: float, max_seconds: float) -> dict:
     problem, theta0 = stationary.Problem.from_mlps(nets, X, y, lams, "mse")
 
     def batched():
-        return stationary.lbfgs(problem, theta0, tol=tol, max_iter=10**6, max_seconds=max_seconds, history_size=20)
+        return stationary.lbfgs(problem, theta0, tol=tol, max_iter=10**6, max_seconds=max_seconds,
+                                **train.LBFGS_OPTIONS)
 
     def same_solver():
         """stationary.lbfgs one network at a time (M = 1, as train.train polishes a single MLP)."""
         out = []
         for m, lam in enumerate(lams):
             one, th = stationary.Problem.from_mlps([nets[m]], X, y, [lam], "mse")
-            out.append(stationary.lbfgs(one, th, tol=tol, max_iter=10**6, max_seconds=max_seconds, history_size=20))
+            out.append(stationary.lbfgs(one, th, tol=tol, max_iter=10**6, max_seconds=max_seconds,
+                                        **train.LBFGS_OPTIONS))
         return out
 
     best = {"singles": [math.inf, math.inf], "batched": [math.inf, math.inf], "same_solver": [math.inf, math.inf]}
@@ -141,7 +143,8 @@ def part1(repeats: int, tol: float, max_seconds: float) -> dict:
     print(f"   one by one (train.polish): {r['polish_singles_s']:.1f} s ({r['polish_singles_cpu_s']:.1f} s CPU), "
           f"{sum(iters_s)} iterations in all, largest final residual {r['max_final_residual_singles']:.2e}, "
           f"stops {sorted(set(r['stops_singles']))}")
-    print(f"   batched (stationary.lbfgs): {r['polish_batched_s']:.1f} s ({r['polish_batched_cpu_s']:.1f} s CPU), "
+    print(f"   batched (stationary.lbfgs, history {train.LBFGS_OPTIONS['history_size']}): "
+          f"{r['polish_batched_s']:.1f} s ({r['polish_batched_cpu_s']:.1f} s CPU), "
           f"{sum(b_out.iterations)} member-iterations in {len(b_out.batch_sizes)} batched iterations "
           f"({r['ms_per_batched_iteration']:.2f} ms each), largest final residual {r['max_final_residual_batched']:.2e}, "
           f"stops {sorted(set(b_out.stops))}")

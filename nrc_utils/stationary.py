@@ -24,9 +24,12 @@ Two stages, both batched over members, and a spectral check:
 
    ``R_ij = s_i^T y_j`` for pairs ``i`` not newer than ``j`` (``D`` its diagonal),
    ``gamma = s^T y / y^T y`` of the newest pair: every product is a batched matrix product over
-   members, with ``(M, history, P)`` histories. Each member has its own backtracking Armijo line
-   search (``f(x + t d) <= f(x) + c_1 t g^T d``, safeguarded quadratic interpolation); a pair
-   enters a member's history only when ``s^T y > curvature_eps ||s|| ||y||`` (a relative test).
+   members, with ``(M, P, 2 history)`` histories. Each member has its own backtracking Armijo line
+   search (``f(x + t d) <= f(x) + c_1 t g^T d``, safeguarded quadratic interpolation). The history
+   holds the pairs of a member's last ``history_size`` iterations: a ring whose slot ``t % history_size``
+   every member writes at the batch's iteration ``t`` (one age order for the whole batch), left empty
+   when the member did not move or its pair fails ``s^T y > curvature_eps ||s|| ||y||`` (a relative
+   test).
    Members that stop leave the batch, and waiting members take their places (at most
    ``max_batch`` at a time: that bounds the memory). The function minimised is
    ``L_lambda / lambda^2``, as in :func:`nrc_utils.train.polish` (same stationary points; its
@@ -155,6 +158,7 @@ class Problem:
             if is_bias and not self.decay_bias:
                 decay[off:off + n] = 0.0
         self.layer_of, self.decay = layer_of.to(self.device), decay.to(self.device)
+        self.layer_sum = torch.nn.functional.one_hot(self.layer_of, self.depth).to(torch.float64)  # (P, L)
 
     # ------------------------------------------------------------------ construction and conversion
     @classmethod
@@ -233,36 +237,34 @@ class Problem:
         m = theta.shape[0]
         weights, biases = self.unflatten(theta)
         view = _View(weights, biases, self.activation, self.act)
-        grad = torch.zeros_like(theta)
-        gW, gb = self.unflatten(grad)
+        parts: list[torch.Tensor] | None = None  # per layout entry: sum_i delta_i h_i^T (weights), sum_i delta_i (biases)
         loss_sum = torch.zeros(m, dtype=torch.float64, device=theta.device)
         chunk = max(1, EVAL_ELEMENTS // (m * max(self.d_in, *self.widths, self.d_out)))
         for start in range(0, self.N, chunk):
             xb = X[..., start:start + chunk, :]
             yb = y[..., start:start + chunk]
             losses, _out, inputs, deltas = _signals(view, xb, yb, self.loss)
-            for l, (hT, delta) in enumerate(zip(inputs, deltas)):
-                gW[l].add_(torch.matmul(delta, hT.transpose(-1, -2)))  # sum_i delta_i h_i^T
+            terms = []
+            for hT, delta in zip(inputs, deltas):
+                terms.append(torch.matmul(delta, hT.transpose(-1, -2)))  # (m, d_l, d_{l-1})
                 if biases is not None:
-                    gb[l].add_(delta.sum(2))
+                    terms.append(delta.sum(2))
+            parts = terms if parts is None else [acc.add_(t) for acc, t in zip(parts, terms)]
             loss_sum += losses.sum(1)
-        grad /= self.N
-        L0 = loss_sum / self.N
+        grad = torch.cat([t.reshape(m, -1) for t in parts], 1)
         dec = theta * self.decay
-        L = L0 + 0.5 * lams * (dec * theta).sum(1)
-        R = grad.add_(dec * lams[:, None])  # grad L_lambda = grad L_0 + lambda Theta (decayed entries)
+        L = loss_sum / self.N + 0.5 * lams * (dec * theta).sum(1)
+        R = torch.addcmul(grad.div_(self.N), dec, lams[:, None])  # grad L_0 + lambda Theta (decayed entries)
         rho = self.layer_residuals(R, dec * lams[:, None])
-        l2 = lams[:, None] ** 2
-        return L / lams**2, R / l2, L, rho
+        inv = lams.pow(-2)
+        return L * inv, R * inv[:, None], L, rho
 
     def layer_residuals(self, R: torch.Tensor, lam_theta: torch.Tensor) -> torch.Tensor:
         """``rho_l = ||R_l||_F / ||lambda Theta_l||_F`` per member and layer ``(m, L)`` from ``R = grad L_lambda``
         and ``lambda Theta`` (undecayed entries zero), both ``(m, P)``."""
-        m = R.shape[0]
-        num = torch.zeros(m, self.depth, dtype=torch.float64, device=R.device).index_add_(1, self.layer_of, R * R)
-        den = torch.zeros_like(num).index_add_(1, self.layer_of, lam_theta * lam_theta)
-        return torch.where(den > 0, (num / den.clamp(min=1e-300)).sqrt(),
-                           torch.where(num == 0, torch.zeros_like(num), torch.full_like(num, math.inf)))
+        sums = torch.matmul(torch.stack([R, lam_theta], 1).square_(), self.layer_sum)  # (m, 2, L)
+        num, den = sums[:, 0], sums[:, 1]
+        return torch.where(den > 0, (num / den).sqrt_(), torch.where(num == 0, 0.0, math.inf))
 
     def phi(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, lams: torch.Tensor) -> torch.Tensor:
         """``L_lambda / lambda^2`` ``(m,)`` written with differentiable torch operations (for ``torch.func``)."""
@@ -397,36 +399,35 @@ def _per_member(value: float | Sequence[float], M: int, name: str, dtype=torch.f
 
 # ====================================================================== L-BFGS
 def _inverse_hessian_product(g: torch.Tensor, Zt: torch.Tensor, SY: torch.Tensor, YY: torch.Tensor,
-                             count: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+                             filled: torch.Tensor, gamma: torch.Tensor, oldest: int) -> torch.Tensor:
     """``H g`` per member for the L-BFGS inverse-Hessian approximation ``H`` of the stored pairs, compact form.
 
     ``g`` ``(m, P)``; ``Zt = [S, Y]`` ``(m, P, 2h)`` (columns ``i`` and ``h + i`` hold ``s_i`` and ``y_i``);
-    ``SY[i, j] = s_i^T y_j`` and ``YY[i, j] = y_i^T y_j`` ``(m, h, h)``; ``count`` ``(m,)`` the pairs stored
-    since the history was last emptied: slot ``count % h`` is the next to be written (a ring), so the
-    pairs from oldest to newest sit in slots ``(count + j) % h``, ``j = 0 .. h-1``, the first
-    ``h - min(count, h)`` of them empty (zero columns, zero rows of ``SY`` and ``YY``); ``gamma`` ``(m,)``.
+    ``SY[i, j] = s_i^T y_j`` and ``YY[i, j] = y_i^T y_j`` ``(m, h, h)``; ``filled`` ``(m, h)`` which slots
+    hold a pair (an empty slot has zero columns and zero rows of ``SY`` and ``YY``); ``gamma`` ``(m,)``.
+    The slots are a ring written in turn by every member of the batch, one slot per iteration, so
+    that the age order is the same for all: ``oldest`` is the slot written longest ago (the next to
+    be written), the pairs from oldest to newest sit in slots ``(oldest + j) % h``, ``j = 0 .. h-1``.
     ``H g = gamma g + S u - gamma Y w`` with ``R w = S^T g`` and
     ``R^T u = (D + gamma Y^T Y) w - gamma Y^T g``, ``R_ij = s_i^T y_j`` for pair ``i`` not newer than pair
     ``j`` (else 0: upper triangular in age order), ``D = diag(s_i^T y_i)`` (Byrd, Nocedal & Schnabel 1994,
-    eq. 3.13). Empty slots get ``R_ii = 1``, so they add nothing.
+    eq. 3.13). Empty slots get ``R_ii = 1``, so they add nothing, wherever they sit in the ring.
     """
-    m, h = SY.shape[0], SY.shape[1]
-    j = torch.arange(h, device=g.device)
-    age = (count[:, None] + j) % h  # (m, h): the slot of the j-th oldest pair
-    empty = j < (h - count.clamp(max=h))[:, None]  # (m, h), in age order
-    ab = torch.bmm(g[:, None, :], Zt).squeeze(1)  # (m, 2h): s_i^T g, y_i^T g
-    ab = ab.gather(1, torch.cat([age, age + h], 1))  # in age order
+    h = SY.shape[1]
+    order = [(oldest + j) % h for j in range(h)]  # slots, oldest pair first
+    rank = [(slot - oldest) % h for slot in range(h)]  # the age of the pair in each slot
+    o = torch.tensor(order, device=g.device)
+    ab = torch.bmm(g[:, None, :], Zt).squeeze(1)[:, torch.cat([o, o + h])]  # (m, 2h): s_i^T g, y_i^T g, age order
     a, bb = ab[:, :h, None], ab[:, h:, None]
-    rows, cols = age[:, :, None].expand(m, h, h), age[:, None, :].expand(m, h, h)
-    SYa, YYa = SY.gather(1, rows).gather(2, cols), YY.gather(1, rows).gather(2, cols)
-    R = SYa.triu() + torch.diag_embed(empty.to(SY.dtype))
+    SYa, YYa = SY[:, o][:, :, o], YY[:, o][:, :, o]
+    R = SYa.triu() + torch.diag_embed((~filled[:, o]).to(SY.dtype))
     gam = gamma[:, None, None]
     w = torch.linalg.solve_triangular(R, a, upper=True)  # (m, h, 1)
     rhs = torch.diagonal(SYa, dim1=1, dim2=2)[:, :, None] * w + gam * (torch.bmm(YYa, w) - bb)
     u = torch.linalg.solve_triangular(R.transpose(1, 2), rhs, upper=False)
     coef = torch.cat([u, -gam * w], 1).squeeze(2)  # age order
-    ring = (j - count[:, None]) % h  # (m, h): the age of the pair in each slot
-    coef = coef.gather(1, torch.cat([ring, ring + h], 1))  # slot order
+    r = torch.tensor(rank, device=g.device)
+    coef = coef[:, torch.cat([r, r + h])]  # slot order
     return gamma[:, None] * g + torch.bmm(Zt, coef[:, :, None]).squeeze(2)
 
 
@@ -449,7 +450,7 @@ class _Batch:
 
 
 def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] = 1e-6,
-          max_iter: int | Sequence[int] = 5000, max_seconds: float = 60.0, history_size: int = 20,
+          max_iter: int | Sequence[int] = 5000, max_seconds: float = 60.0, history_size: int = 50,
           max_batch: int | None = None, c1: float = 1e-4, max_ls: int = 30, curvature_eps: float = 1e-10,
           trace_every: int | None = None) -> LBFGSResult:
     """Batched L-BFGS on ``L_lambda / lambda^2`` from ``theta0`` ``(M, P)`` until every member stops.
@@ -481,8 +482,8 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
     iterations, evaluations, seconds = [0] * M, [0] * M, [0.0] * M
     batch_sizes: list[int] = []
     trace: list[list[tuple[int, float, float, float, float]]] = [[] for _ in range(M)]
-    names = ["ids", "x", "f", "g", "res", "Zt", "SY", "YY", "count", "gamma", "steep", "lam", "iters", "evals",
-             "entered"]
+    names = ["ids", "x", "f", "g", "res", "Zt", "SY", "YY", "filled", "gamma", "steep", "lam", "tol", "cap", "iters",
+             "evals", "entered"]
     b = _Batch(names if problem.shared else names + ["Xb", "yb"])
     caps, tols = caps.to(dev), tols.to(dev)
     clock0 = time.perf_counter()
@@ -520,29 +521,31 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
         new = {"ids": ids, "x": x, "f": f, "g": g, "res": rho,
                "Zt": torch.zeros(n, P, 2 * h, dtype=torch.float64, device=dev),
                "SY": torch.zeros(n, h, h, dtype=torch.float64, device=dev), "YY": torch.zeros(n, h, h, dtype=torch.float64, device=dev),
-               "count": torch.zeros(n, dtype=torch.long, device=dev),
+               "filled": torch.zeros(n, h, dtype=torch.bool, device=dev),
                "gamma": torch.ones(n, dtype=torch.float64, device=dev), "steep": torch.zeros(n, dtype=torch.bool, device=dev),
-               "lam": lam, "iters": torch.zeros(n, dtype=torch.long, device=dev),
+               "lam": lam, "tol": tols[ids], "cap": caps[ids], "iters": torch.zeros(n, dtype=torch.long, device=dev),
                "evals": torch.ones(n, dtype=torch.long, device=dev),
                "entered": torch.full((n,), time.perf_counter() - clock0, dtype=torch.float64, device=dev)}
         if not problem.shared:
             new["Xb"], new["yb"] = X, y
         b.extend(new)
         # members already at their target stop before any iteration
-        done = b.res.max(1).values <= tols[b.ids]
+        done = b.res.max(1).values <= b.tol
         if done.any():
             finish(done.nonzero().flatten(), "target")
             b.keep(~done)
             admit()
 
     admit()
+    tick = 0  # the batch's iterations: iteration ``tick`` writes every member's pair to ring slot ``tick % h``
     while b.ids is not None and len(b.ids) > 0:
         n = len(b.ids)
         batch_sizes.append(n)
         ar = torch.arange(n, device=dev)
+        slot = tick % h
         # ---- direction: d = -H g, compact L-BFGS form (empty slots contribute nothing)
-        has = b.count > 0
-        d = -_inverse_hessian_product(b.g, b.Zt, b.SY, b.YY, b.count, b.gamma)
+        has = b.filled.any(1)
+        d = -_inverse_hessian_product(b.g, b.Zt, b.SY, b.YY, b.filled, b.gamma, oldest=slot)
         use_steep = b.steep | ~has
         d = torch.where(use_steep[:, None], -b.g, d)
         gd = (b.g * d).sum(1)
@@ -551,7 +554,9 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
             d = torch.where(bad[:, None], -b.g, d)
             gd = torch.where(bad, -(b.g * b.g).sum(1), gd)
         no_pairs = ~has | bad
-        t = torch.where(no_pairs, (1.0 / b.g.abs().sum(1)).clamp(max=1.0), torch.ones_like(gd))
+        t = torch.ones_like(gd)
+        if no_pairs.any():
+            t = torch.where(no_pairs, (1.0 / b.g.abs().sum(1)).clamp(max=1.0), t)
         # ---- backtracking Armijo line search, per member
         x_new = f_new = g_new = r_new = None
         ok_all = torch.zeros(n, dtype=torch.bool, device=dev)
@@ -586,25 +591,23 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
             pending = pending[~ok]
             if len(pending) == 0:
                 break
-        # ---- curvature pairs of the members that moved
-        s = x_new - b.x
-        yv = g_new - b.g
-        ys = (s * yv).sum(1)
-        yy = (yv * yv).sum(1)
-        good = ok_all & (ys > curvature_eps * (s * s).sum(1).sqrt() * yy.sqrt())
-        all_good = bool(good.all())
-        if all_good or good.any():
-            k = ar if all_good else good.nonzero().flatten()
-            sk, yk = (s, yv) if all_good else (s[k], yv[k])
-            slot = b.count[k] % h
-            b.Zt[k, :, slot], b.Zt[k, :, h + slot] = sk, yk
-            b.count[k] += 1
-            prods = torch.bmm(torch.stack([sk, yk], 1), b.Zt if all_good else b.Zt[k])  # (k, 2, 2h)
-            b.SY[k, slot, :] = prods[:, 0, h:]  # s_new^T y_j
-            b.SY[k, :, slot] = prods[:, 1, :h]  # s_i^T y_new
-            b.YY[k, slot, :] = prods[:, 1, h:]
-            b.YY[k, :, slot] = prods[:, 1, h:]
-            b.gamma[k] = ys[k] / yy[k]
+        # ---- curvature pairs: every member writes slot ``tick % h``, an empty one (zeros) when it did not move
+        # or its pair fails the curvature test (that member then loses its oldest pair)
+        sy = torch.stack([x_new - b.x, g_new - b.g], 1)  # (n, 2, P): s, y
+        G = torch.bmm(sy, sy.transpose(1, 2))  # (n, 2, 2): s^T s, s^T y; y^T y
+        ys, yy = G[:, 0, 1], G[:, 1, 1]
+        good = ok_all & (ys > curvature_eps * (G[:, 0, 0] * yy).sqrt())
+        if not bool(good.all()):
+            sy = sy * good[:, None, None].to(sy.dtype)
+        b.Zt[:, :, slot], b.Zt[:, :, h + slot] = sy[:, 0], sy[:, 1]
+        b.filled[:, slot] = good
+        prods = torch.bmm(sy, b.Zt)  # (n, 2, 2h): s_new^T [S, Y], y_new^T [S, Y]
+        b.SY[:, slot, :] = prods[:, 0, h:]  # s_new^T y_j
+        b.SY[:, :, slot] = prods[:, 1, :h]  # s_i^T y_new
+        b.YY[:, slot, :] = prods[:, 1, h:]
+        b.YY[:, :, slot] = prods[:, 1, h:]
+        b.gamma = torch.where(good, ys / yy, b.gamma)
+        tick += 1
         b.x, b.f, b.g, b.res = x_new, f_new, g_new, r_new
         b.iters += 1
         if trace_every:
@@ -626,13 +629,13 @@ def lbfgs(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] =
             b.Zt[drop] = 0.0
             b.SY[drop] = 0.0
             b.YY[drop] = 0.0
-            b.count[drop] = 0
+            b.filled[drop] = False
             b.gamma[drop] = 1.0
         b.steep = retry
         # ---- stops
-        reached = b.res.max(1).values <= tols[b.ids]
+        reached = b.res.max(1).values <= b.tol
         timed = (time.perf_counter() - clock0) - b.entered > max_seconds
-        capped = b.iters >= caps[b.ids]
+        capped = b.iters >= b.cap
         if bool((reached | stalled | timed | capped).any()):
             stop = torch.zeros(n, dtype=torch.bool, device=dev)
             for mask, reason in ((reached, "target"), (stalled, "no progress"), (timed, "time cap"),

@@ -50,12 +50,12 @@ from .losses import accuracy, check_loss, sample_losses
 log = logging.getLogger(__name__)
 
 #: Names the polishing solver in cache keys, so results of an earlier solver are not reused: MLPs go
-#: through :mod:`nrc_utils.stationary` (L-BFGS, history 20, then Newton), other modules through
+#: through :mod:`nrc_utils.stationary` (L-BFGS, history 50, then Newton), other modules through
 #: ``torch.optim.LBFGS``; both on ``L_lambda / lambda^2`` in float64.
-POLISH_METHOD = "stationary.lbfgs(h=20)+newton / torch-lbfgs, float64, L_lambda/lambda^2"
+POLISH_METHOD = "stationary.lbfgs(h=50)+newton / torch-lbfgs, float64, L_lambda/lambda^2"
 
 #: Keyword arguments of every ``stationary.lbfgs`` call made by :func:`polish_networks`.
-LBFGS_OPTIONS = {"history_size": 20}
+LBFGS_OPTIONS = {"history_size": 50}
 
 
 #: Why :func:`polish` stopped: the residual target, the wall-clock cap, a chunk that no longer

@@ -102,32 +102,40 @@ def _two_loop(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -
     return r
 
 
-@pytest.mark.parametrize("count", [0, 1, 3, 5, 6, 13])
-def test_compact_product_in_its_ring_matches_the_two_loop_recursion(count):
-    """The ring of h = 5 slots holds the newest min(count, 5) pairs; the compact form (Byrd, Nocedal &
-    Schnabel eq. 3.13) ordered by age gives the two-loop recursion's H g, for empty, partial and wrapped rings."""
-    gen = torch.Generator().manual_seed(count)
+@pytest.mark.parametrize("ticks, empty", [(0, [[], []]), (1, [[], []]), (3, [[], [1]]), (5, [[], []]),
+                                          (6, [[0], [3, 4]]), (13, [[], [9, 12]]), (13, [list(range(8)), [10]])])
+def test_compact_product_in_its_ring_matches_the_two_loop_recursion(ticks, empty):
+    """The batch writes ring slot t % h (h = 5) at its iteration t, an empty slot for a member whose pair
+    was not kept (``empty[m]``: the iterations before it entered, or a failed curvature test). The
+    compact form (Byrd, Nocedal & Schnabel eq. 3.13) ordered by age gives the two-loop recursion's H g
+    over the pairs of the last h iterations, for empty, partial and wrapped rings with holes anywhere."""
+    gen = torch.Generator().manual_seed(ticks + 7 * sum(map(len, empty)))
     P, h, m = 12, 5, 2
     A = torch.randn(P, P, generator=gen, dtype=torch.float64)
     A = A @ A.T + torch.eye(P, dtype=torch.float64)  # y = A s: positive curvature
     Zt = torch.zeros(m, P, 2 * h, dtype=torch.float64)
     SY, YY = torch.zeros(m, h, h, dtype=torch.float64), torch.zeros(m, h, h, dtype=torch.float64)
-    pairs: list[list] = [[], []]
+    filled = torch.zeros(m, h, dtype=torch.bool)
+    kept: list[list] = [[None] * ticks for _ in range(m)]
     for member in range(m):
-        for c in range(count):
+        for t in range(ticks):
+            slot = t % h
             s = torch.randn(P, generator=gen, dtype=torch.float64)
-            y = A @ s
-            pairs[member].append((s, y))
-            slot = c % h
-            Zt[member, :, slot], Zt[member, :, h + slot] = s, y
+            if t in empty[member]:
+                s = torch.zeros(P, dtype=torch.float64)
+            else:
+                kept[member][t] = (s, A @ s)
+            Zt[member, :, slot], Zt[member, :, h + slot] = s, A @ s
+            filled[member, slot] = t not in empty[member]
             S, Y = Zt[member, :, :h], Zt[member, :, h:]
             SY[member], YY[member] = S.T @ Y, Y.T @ Y
     g = torch.randn(m, P, generator=gen, dtype=torch.float64)
-    newest = [p[-1] for p in pairs] if count else None
-    gamma = torch.tensor([(s @ y) / (y @ y) for s, y in newest]) if count else torch.ones(m, dtype=torch.float64)
-    out = stationary._inverse_hessian_product(g, Zt, SY, YY, torch.full((m,), count), gamma)
+    window = [[p for p in kept[member][-h:] if p is not None] for member in range(m)]
+    gamma = torch.tensor([(w[-1][0] @ w[-1][1]) / (w[-1][1] @ w[-1][1]) if w else 1.0 for w in window],
+                         dtype=torch.float64)
+    out = stationary._inverse_hessian_product(g, Zt, SY, YY, filled, gamma, oldest=ticks % h)
     for member in range(m):
-        ref = _two_loop(g[member], pairs[member][-h:] if count else [])
+        ref = _two_loop(g[member], window[member])
         assert torch.allclose(out[member], ref, rtol=1e-9, atol=1e-12)
 
 
