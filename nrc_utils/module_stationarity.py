@@ -51,13 +51,15 @@ from torch import nn
 
 from . import cache
 from .losses import check_loss, sample_losses
+from .stationary import pseudo_inverse_step
 from .train import POLISH_STOPS, fingerprint
 
 __all__ = ["FitResult", "SolverConfig", "decayed_parameters", "fit", "hessian", "lbfgs", "min_eigenvalue",
            "newton", "polish", "residuals"]
 
-#: The modules whose source decides a cached :func:`fit` (besides :data:`nrc_utils.cache.CODE_MODULES`).
-CODE = ("architectures.py", "module_stationarity.py", "losses.py", "models.py", "cache.py", "__init__.py")
+#: The modules whose source decides a cached :func:`fit` (its own, and what it imports: the pseudo-inverse step of
+#: :mod:`nrc_utils.stationary`).
+CODE = ("architectures.py", "module_stationarity.py", "losses.py", "models.py", "cache.py", "stationary.py", "__init__.py")
 
 
 class _Quiet:
@@ -261,9 +263,7 @@ def newton(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, loss:
         H = hessian(model, X, y, lam, loss, theta=cur["x"])
         p, info = torch.linalg.solve_ex(H, -cur["g"])
         if int(info) != 0 or not torch.isfinite(p).all():  # singular: pseudo-inverse from eigh
-            ev, V = torch.linalg.eigh(H)
-            cut = ev.abs().max() * flat.P * 1e-15
-            p = V @ (torch.where(ev.abs() > cut, 1.0 / ev, torch.zeros_like(ev)) * (V.T @ -cur["g"]))
+            p = pseudo_inverse_step(H[None], cur["g"][None], rtol=flat.P * 1e-15)[0]
         steps += 1
         trial = state(cur["x"] + p)
         ok = math.isfinite(trial["res"]) and (
@@ -272,9 +272,7 @@ def newton(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lam: float, loss:
             # flat directions (a continuous symmetry: rotations of a residual stream or of a two-factor
             # product) make H singular up to round-off, and the solve's huge components along them leave
             # the curved orbit; the pseudo-inverse step ignores eigenvalues below pinv_rtol * max |ev|
-            ev, V = torch.linalg.eigh(H)
-            keep = ev.abs() > cfg.pinv_rtol * ev.abs().max()
-            q = V @ (torch.where(keep, 1.0 / ev, torch.zeros_like(ev)) * (V.T @ -cur["g"]))
+            q = pseudo_inverse_step(H[None], cur["g"][None], rtol=cfg.pinv_rtol)[0]
             alt = state(cur["x"] + q)
             if math.isfinite(alt["res"]) and alt["res"] < cur["res"]:
                 trial, ok, p = alt, True, q

@@ -844,12 +844,12 @@ def min_eigenvalues(problem: Problem, theta: torch.Tensor, dense_max_params: int
     return extreme_eigenvalues(problem, theta, dense_max_params, memory_bytes, lanczos_tol)[0]
 
 
-def _pseudo_inverse_step(H: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def pseudo_inverse_step(H: torch.Tensor, g: torch.Tensor, rtol: float = ZERO_RTOL) -> torch.Tensor:
     """``-H^+ g`` per member (``H`` ``(m, P, P)`` symmetric, ``g`` ``(m, P)``) from ``eigh``, eigenvalues below
-    ``ZERO_RTOL`` times the largest (in absolute value) left out: the Newton step restricted to the directions
+    ``rtol`` times the largest (in absolute value) left out: the Newton step restricted to the directions
     where ``H`` is not flat (a continuous symmetry makes ``H`` singular, and an LU solve then steps far along it)."""
     ev, V = torch.linalg.eigh(H)
-    cut = ev.abs().max(1, keepdim=True).values * ZERO_RTOL
+    cut = ev.abs().max(1, keepdim=True).values * rtol
     inv = torch.where(ev.abs() > cut, 1.0 / ev, torch.zeros_like(ev))
     coeff = torch.bmm(V.transpose(1, 2), -g[:, :, None]).squeeze(2) * inv
     return torch.bmm(V, coeff[:, :, None]).squeeze(2)
@@ -946,7 +946,7 @@ def newton(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] 
                 info = torch.stack([inf for _sol, inf in solved])
                 broken = (info != 0) | ~torch.isfinite(p).all(1)
                 if broken.any():  # singular: pseudo-inverse from the eigendecomposition
-                    p[broken] = _pseudo_inverse_step(Hk[broken], ga[broken])
+                    p[broken] = pseudo_inverse_step(Hk[broken], ga[broken])
             else:
                 def hvp(sel: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
                     rows = active[sel]
@@ -964,7 +964,7 @@ def newton(problem: Problem, theta0: torch.Tensor, tol: float | Sequence[float] 
             take = lower | allowed
             if dense and not lower.all():  # a singular Hessian: try the step restricted to its non-flat directions
                 sel = (~lower).nonzero().flatten()
-                p_pinv = _pseudo_inverse_step(Hk[sel], ga[sel])
+                p_pinv = pseudo_inverse_step(Hk[sel], ga[sel])
                 _ft2, gt2, Lt2, rt2 = problem.evaluate(xa[sel] + p_pinv, *rows_data(active[sel]))
                 better = rt2.max(1).values < ra[sel]
                 if better.any():
@@ -1060,4 +1060,4 @@ def polish(problem: Problem, theta0: torch.Tensor, lbfgs_tol: float | Sequence[f
 
 __all__ = ["EVAL_ELEMENTS", "LBFGSResult", "NewtonResult", "POLISH_STOPS", "Problem", "StationaryResult", "ZERO_RTOL",
            "LanczosResult", "extreme_eigenvalues", "lanczos", "lbfgs", "min_eigenvalues", "newton",
-           "polish"]
+           "polish", "pseudo_inverse_step"]
